@@ -13,7 +13,8 @@ Difficulty: `difficulty` in [0, 1] (default 0.5) is the knob to tune retrieval a
   with only one or two attributes changed, so that coarse matching is not enough. Raising it is the strongest
   lever to lower R@1.
 - It scales the image degradations: occlusion probability (0.6 x difficulty), blur radius (up to 1.4 x difficulty
-  px), noise (up to 12 x difficulty grey levels), lighting range (+-25% x difficulty) and down-sampling.
+  px), noise (up to 12 x difficulty grey levels), lighting (gain -15% .. +12% x difficulty; kept small so that
+  colour words stay true) and down-sampling.
 - Captions mention each optional attribute with probability 0.85 - 0.3 x difficulty (the upper and lower garments
   are always mentioned).
 
@@ -422,8 +423,8 @@ def _degrade(image: Image.Image, rng: random.Random, difficulty: float) -> Image
     if blur > 0.3:
         image = image.filter(ImageFilter.GaussianBlur(blur))
     pixels = np.asarray(image, dtype=np.float32)
-    gain = rng.uniform(1 - 0.25 * difficulty, 1 + 0.2 * difficulty)
-    cast = np.array([rng.uniform(-8, 8) for _ in range(3)], dtype=np.float32)
+    gain = rng.uniform(1 - 0.15 * difficulty, 1 + 0.12 * difficulty)
+    cast = np.array([rng.uniform(-6, 6) for _ in range(3)], dtype=np.float32)
     noise_rng = np.random.default_rng(rng.getrandbits(32))
     noise = noise_rng.normal(0.0, rng.uniform(1.0, 1.0 + 11.0 * difficulty), pixels.shape).astype(np.float32)
     pixels = pixels * gain + cast + noise
