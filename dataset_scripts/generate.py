@@ -545,7 +545,7 @@ def write_caption(visible: dict[str, str], rng: random.Random, mention_probabili
     build = ""
     if rng.random() < mention_probability * 0.6:
         build = {"slim": rng.choice(["slim ", "thin "]), "average": "", "heavy": rng.choice(["heavyset ", "stocky "])}[v["build"]]
-    subject = rng.choice([f"A {build}person", f"The {build}pedestrian", f"This {build}person", f"A {build}woman or man", f"The {build}individual"])
+    subject = rng.choice([f"A {build}person", f"The {build}pedestrian", f"This {build}person", f"A {build}pedestrian", f"The {build}individual"])
     pronoun = rng.choice(["The person", "This pedestrian", "The individual", "They"])
     verb_s = pronoun != "They"
 
