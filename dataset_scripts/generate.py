@@ -28,6 +28,7 @@ sizes, seed and difficulty reuses OUTPUT_DIR).
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import logging
@@ -187,10 +188,9 @@ def _contrast(colour_name: str) -> tuple[int, int, int]:
 def _background(rng: random.Random) -> Image.Image:
     top = tuple(rng.randint(60, 200) for _ in range(3))
     bottom = tuple(rng.randint(60, 200) for _ in range(3))
-    ramp = np.linspace(0.0, 1.0, IMAGE_HEIGHT)[:, None, None]
-    pixels = (1 - ramp) * np.array(top) + ramp * np.array(bottom)
-    pixels = np.repeat(pixels, IMAGE_WIDTH, axis=1)
-    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    ramp = np.linspace(0.0, 1.0, IMAGE_HEIGHT, dtype=np.float32)[:, None]
+    column = ((1 - ramp) * np.array(top, dtype=np.float32) + ramp * np.array(bottom, dtype=np.float32)).astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(np.broadcast_to(column[:, None], (IMAGE_HEIGHT, IMAGE_WIDTH, 3))), "RGB")
     draw = ImageDraw.Draw(image)
     for _ in range(rng.randint(2, 6)):  # walls, windows, street furniture in muted colours
         x0, y0 = rng.randint(-20, IMAGE_WIDTH), rng.randint(-20, IMAGE_HEIGHT)
@@ -413,6 +413,12 @@ def render_person(identity: Identity, view: str, rng: random.Random, difficulty:
     return _degrade(image, rng, difficulty), RenderInfo(view, torso_box, waist_box, occluded)
 
 
+@functools.cache
+def _noise_bank() -> np.ndarray:
+    """Unit Gaussian sensor noise, twice the image size: each image adds a crop at a random offset (cheap)."""
+    return np.random.default_rng(0).standard_normal((2 * IMAGE_HEIGHT, 2 * IMAGE_WIDTH, 3), dtype=np.float32)
+
+
 def _degrade(image: Image.Image, rng: random.Random, difficulty: float) -> Image.Image:
     """Camera effects: low resolution, lighting with a colour cast, blur and sensor noise."""
     if rng.random() < difficulty:
@@ -423,11 +429,11 @@ def _degrade(image: Image.Image, rng: random.Random, difficulty: float) -> Image
     if blur > 0.3:
         image = image.filter(ImageFilter.GaussianBlur(blur))
     pixels = np.asarray(image, dtype=np.float32)
-    gain = rng.uniform(1 - 0.15 * difficulty, 1 + 0.12 * difficulty)
-    cast = np.array([rng.uniform(-6, 6) for _ in range(3)], dtype=np.float32)
-    noise_rng = np.random.default_rng(rng.getrandbits(32))
-    noise = noise_rng.normal(0.0, rng.uniform(1.0, 1.0 + 11.0 * difficulty), pixels.shape).astype(np.float32)
-    pixels = pixels * gain + cast + noise
+    pixels *= rng.uniform(1 - 0.15 * difficulty, 1 + 0.12 * difficulty)
+    pixels += np.array([rng.uniform(-6, 6) for _ in range(3)], dtype=np.float32)
+    top, left = rng.randrange(IMAGE_HEIGHT), rng.randrange(IMAGE_WIDTH)
+    pixels += _noise_bank()[top : top + IMAGE_HEIGHT, left : left + IMAGE_WIDTH] * rng.uniform(1.0, 1.0 + 11.0 * difficulty)
+    np.clip(pixels, 0, 255, out=pixels)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -488,8 +494,24 @@ def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
+MIN_CAPTION_WORDS = 15
+
+
 def write_caption(visible: dict[str, str], rng: random.Random, mention_probability: float) -> str:
-    """One CUHK-PEDES-style caption (1-3 sentences) naming only visible attributes, with varied wording and order."""
+    """One CUHK-PEDES-style caption (1-3 sentences) naming only visible attributes, with varied wording and order.
+
+    A draft shorter than MIN_CAPTION_WORDS is rewritten with a higher mention probability (real captions are 15-45
+    words), as long as the image has more to say.
+    """
+    for _ in range(3):
+        caption = _compose_caption(visible, rng, mention_probability)
+        if len(caption.split()) >= MIN_CAPTION_WORDS:
+            break
+        mention_probability = (1.0 + mention_probability) / 2
+    return caption
+
+
+def _compose_caption(visible: dict[str, str], rng: random.Random, mention_probability: float) -> str:
     v = visible
 
     def mention(name: str) -> bool:
