@@ -11,7 +11,7 @@ LOAD_WITHOUT_PACKAGE = textwrap.dedent(
     """
     import importlib.util, os, sys
     sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "modeling_ivt"))]
-    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in f.__module__.lower()]
     assert importlib.util.find_spec("modeling_ivt") is None, "the package must not be importable here"
     import torch
     from PIL import Image
