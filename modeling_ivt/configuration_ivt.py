@@ -1,0 +1,106 @@
+"""IVT model configuration."""
+
+from transformers import PretrainedConfig
+
+
+class IVTConfig(PretrainedConfig):
+    r"""
+    Configuration of an [`IVTModel`]: one pre-LayerNorm transformer shared by images and text, with a separate
+    feed-forward network per modality. The defaults reproduce the released base model (ViT-B/16 width and depth,
+    384 x 128 pedestrian images cut into overlapping 16 x 16 patches with stride 12, the BERT uncased vocabulary).
+
+    Args:
+        hidden_size (`int`, *optional*, defaults to 768): width of tokens and of the output embedding.
+        num_hidden_layers (`int`, *optional*, defaults to 12): number of shared transformer layers.
+        num_attention_heads (`int`, *optional*, defaults to 12): attention heads per layer.
+        intermediate_size (`int`, *optional*, defaults to 3072): width of each modality's feed-forward network.
+        hidden_act (`str`, *optional*, defaults to `"gelu"`): activation of the feed-forward networks (exact erf GELU).
+        image_size (`tuple[int, int]`, *optional*, defaults to `(384, 128)`): input (height, width) in pixels.
+        patch_size (`int`, *optional*, defaults to 16): side of the square patch kernel.
+        patch_stride (`int`, *optional*, defaults to 12): step between patches; below `patch_size` the patches overlap.
+        num_channels (`int`, *optional*, defaults to 3): image channels.
+        vocab_size (`int`, *optional*, defaults to 30522): WordPiece vocabulary size.
+        max_position_embeddings (`int`, *optional*, defaults to 512): longest text the model accepts, in tokens.
+        type_vocab_size (`int`, *optional*, defaults to 2): BERT token-type vocabulary (IVT always uses type 0).
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.1): dropout after the text embedding LayerNorm.
+        attention_dropout (`float`, *optional*, defaults to 0.0): dropout on attention probabilities.
+        drop_path_rate (`float`, *optional*, defaults to 0.1): stochastic depth at the last layer (linear from 0).
+        token_drop_ratio (`float`, *optional*, defaults to 0.2): largest fraction of tokens dropped in training (BMM).
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6): eps of the transformer LayerNorms.
+        text_layer_norm_eps (`float`, *optional*, defaults to 1e-12): eps of the text embedding LayerNorm.
+        initializer_range (`float`, *optional*, defaults to 0.02): std of the truncated-normal initialisation.
+    """
+
+    model_type = "ivt"
+
+    def __init__(
+        self,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_act="gelu",
+        image_size=(384, 128),
+        patch_size=16,
+        patch_stride=12,
+        num_channels=3,
+        vocab_size=30522,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        hidden_dropout_prob=0.1,
+        attention_dropout=0.0,
+        drop_path_rate=0.1,
+        token_drop_ratio=0.2,
+        layer_norm_eps=1e-6,
+        text_layer_norm_eps=1e-12,
+        initializer_range=0.02,
+        pad_token_id=0,
+        **kwargs,
+    ):
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        if hidden_size % num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"
+            )
+        if not 0.0 <= token_drop_ratio < 1.0:
+            raise ValueError(f"token_drop_ratio must be in [0, 1), got {token_drop_ratio}")
+        image_size = tuple(image_size)
+        if len(image_size) != 2 or min(image_size) < patch_size:
+            raise ValueError(f"image_size must be (height, width), each >= patch_size {patch_size}; got {image_size}")
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.image_size = list(image_size)
+        self.patch_size = patch_size
+        self.patch_stride = patch_stride
+        self.num_channels = num_channels
+        self.vocab_size = vocab_size
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_dropout = attention_dropout
+        self.drop_path_rate = drop_path_rate
+        self.token_drop_ratio = token_drop_ratio
+        self.layer_norm_eps = layer_norm_eps
+        self.text_layer_norm_eps = text_layer_norm_eps
+        self.initializer_range = initializer_range
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """(rows, columns) of patches: ((H - P) // S + 1, (W - P) // S + 1)."""
+        height, width = self.image_size
+        return (
+            (height - self.patch_size) // self.patch_stride + 1,
+            (width - self.patch_size) // self.patch_stride + 1,
+        )
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Patches plus the [CLS] token."""
+        rows, columns = self.patch_grid
+        return rows * columns + 1
+
+
+__all__ = ["IVTConfig"]

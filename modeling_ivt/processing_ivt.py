@@ -1,0 +1,63 @@
+"""IVT processor: the BERT uncased WordPiece tokenizer and a 384 x 128 pedestrian image processor in one object."""
+
+from transformers import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+
+class IVTProcessor(ProcessorMixin):
+    r"""
+    Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
+    `max_length` tokens (100 by default; never more than the model's 512 text positions); images are converted to RGB,
+    resized (bilinear) to the model's input size and normalised with mean = std = 0.5.
+
+    Args:
+        image_processor ([`ViTImageProcessorPil`]): resizes and normalises images.
+        tokenizer ([`BertTokenizer`]): the uncased WordPiece tokenizer.
+        max_length (`int`, *optional*, defaults to 100): caption length limit in tokens, [CLS] and [SEP] included.
+    """
+
+    max_text_positions = 512
+
+    def __init__(self, image_processor=None, tokenizer=None, max_length=100, **kwargs):
+        if not 2 <= max_length <= self.max_text_positions:
+            raise ValueError(f"max_length must be between 2 and {self.max_text_positions} tokens, got {max_length}")
+        self.max_length = max_length
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    def __call__(self, text=None, images=None, return_tensors="pt", **kwargs) -> BatchFeature:
+        """
+        Args:
+            text (`str` or `list[str]`, *optional*): captions (queries).
+            images (`PIL.Image.Image`, array, or a list of them, *optional*): pedestrian images (gallery).
+            return_tensors (`str`, *optional*, defaults to `"pt"`): tensor type of the result.
+            kwargs: passed to the tokenizer (for example `padding="max_length"`); `max_length` is capped at 512.
+
+        Returns:
+            [`BatchFeature`] with `input_ids` and `attention_mask` for text and `pixel_values` for images.
+        """
+        if text is None and images is None:
+            raise ValueError("IVTProcessor needs text=, images= or both")
+        features = {}
+        if text is not None:
+            max_length = min(kwargs.pop("max_length", self.max_length), self.max_text_positions)
+            kwargs.pop("truncation", None)
+            encoding = self.tokenizer(
+                text,
+                padding=kwargs.pop("padding", True),
+                truncation=True,
+                max_length=max_length,
+                return_token_type_ids=False,
+                return_tensors=return_tensors,
+                **kwargs,
+            )
+            features.update(encoding)
+        if images is not None:
+            features["pixel_values"] = self.image_processor(images, return_tensors=return_tensors)["pixel_values"]
+        return BatchFeature(features, tensor_type=return_tensors)
+
+    @property
+    def model_input_names(self):
+        return ["input_ids", "attention_mask", "pixel_values"]
+
+
+__all__ = ["IVTProcessor"]
