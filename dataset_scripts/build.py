@@ -98,7 +98,8 @@ BENCHMARKS: dict[str, BenchmarkLayout] = {
         homepage="https://github.com/NjtechCVLab/RSTPReid-Dataset",
         citation="""@inproceedings{zhu2021dssl,
   title={DSSL: Deep Surroundings-person Separation Learning for Text-based Person Retrieval},
-  author={Zhu, Aichun and Wang, Zijie and Li, Yifeng and Wan, Xili and Jin, Jing and Wang, Tian and Hu, Fangqiang and Hua, Gang},
+  author={Zhu, Aichun and Wang, Zijie and Li, Yifeng and Wan, Xili and Jin, Jing and Wang, Tian and
+          Hu, Fangqiang and Hua, Gang},
   booktitle={ACM Multimedia},
   year={2021}
 }""",
@@ -221,7 +222,7 @@ def _check_records(name: str, annotation_file: Path, raw_root: Path) -> tuple[li
 def _check_images(rows: list[_Row], annotation_name: str) -> list[str]:
     """Open and fully decode every referenced image (catches missing, truncated and non-image files)."""
     problems = []
-    for index, row in enumerate(tqdm(rows, desc="Checking images", unit="img", mininterval=1.0)):
+    for row in tqdm(rows, desc="Checking images", unit="img", mininterval=1.0):
         if not row.image_file.is_file():
             problems.append(f"{annotation_name}: image {row.image_path!r} not found at {row.image_file}")
             continue
@@ -323,7 +324,7 @@ including on the Hugging Face Hub.
 
 
 def replace_directory(staged_dir: Path, output_dir: Path, overwrite: bool) -> None:
-    """Move a complete `staged_dir` to `output_dir` (same file system), retiring an existing one only if `overwrite`."""
+    """Move a complete `staged_dir` to `output_dir` (same file system); replace an existing one only if `overwrite`."""
     staged_dir, output_dir = Path(staged_dir), Path(output_dir)
     if output_dir.exists():
         if not overwrite:

@@ -38,34 +38,60 @@ def _near_duplicate_rows(records: list[dict], count: int) -> list[list[dict]]:
     while len(chosen) < min(count, len(by_id)):
         candidates = [pid for pid in by_id if pid not in chosen]
         if len(chosen) % 2 == 0:  # a new family with a look-alike, as unlike the shown identities as possible
-            with_twin = [pid for pid in candidates if min(distance(pid, other) for other in by_id if other != pid) <= 4]
-            pick = max(with_twin or candidates, key=lambda pid: min((distance(pid, other) for other in chosen), default=0))
+            with_twin = [
+                pid for pid in candidates if min(distance(pid, other) for other in by_id if other != pid) <= 4
+            ]
+            pick = max(
+                with_twin or candidates, key=lambda pid: min((distance(pid, other) for other in chosen), default=0)
+            )
         else:  # the look-alike of the previous identity
             pick = min(candidates, key=lambda pid: distance(pid, chosen[-1]))
         chosen.append(pick)
     return [by_id[pid] for pid in chosen]
 
 
-def make_contact_sheet(output_png: str | os.PathLike, identities: int = 4, images_per_id: int = 4, seed: int = 0) -> Path:
+def make_contact_sheet(
+    output_png: str | os.PathLike, identities: int = 4, images_per_id: int = 4, seed: int = 0
+) -> Path:
     """Generate a small benchmark in a temporary folder and save its contact sheet as `output_png`."""
     font = ImageFont.load_default(size=13)
     bold = ImageFont.load_default(size=15)
     with tempfile.TemporaryDirectory() as raw_root:
-        generate_raw(raw_root, num_train_ids=30, num_val_ids=0, num_test_ids=0, images_per_id=images_per_id, seed=seed, num_workers=1)
+        generate_raw(
+            raw_root,
+            num_train_ids=30,
+            num_val_ids=0,
+            num_test_ids=0,
+            images_per_id=images_per_id,
+            seed=seed,
+            num_workers=1,
+        )
         records = json.loads((Path(raw_root) / "reid_raw.json").read_text(encoding="utf-8"))
         rows = _near_duplicate_rows(records, identities)
         cell_width = THUMB_WIDTH + TEXT_WIDTH + MARGIN
-        sheet = Image.new("RGB", (MARGIN + images_per_id * (cell_width + MARGIN), MARGIN + len(rows) * (THUMB_HEIGHT + 40 + MARGIN)), "white")
+        sheet = Image.new(
+            "RGB",
+            (MARGIN + images_per_id * (cell_width + MARGIN), MARGIN + len(rows) * (THUMB_HEIGHT + 40 + MARGIN)),
+            "white",
+        )
         draw = ImageDraw.Draw(sheet)
         for row_index, row in enumerate(rows):
             top = MARGIN + row_index * (THUMB_HEIGHT + 40 + MARGIN)
-            draw.text((MARGIN, top), f"person_id {row[0]['id']}: " + ", ".join(row[0]["attributes"]), fill="black", font=bold)
+            draw.text(
+                (MARGIN, top), f"person_id {row[0]['id']}: " + ", ".join(row[0]["attributes"]), fill="black", font=bold
+            )
             for column, record in enumerate(row):
                 left = MARGIN + column * (cell_width + MARGIN)
                 with Image.open(Path(raw_root) / "imgs" / record["file_path"]) as image:
                     sheet.paste(image.convert("RGB"), (left, top + 30))
                 caption = f"[{record['view']}] {record['captions'][0]}"
-                draw.multiline_text((left + THUMB_WIDTH + 6, top + 34), textwrap.fill(caption, width=36), fill=(30, 30, 30), font=font, spacing=3)
+                draw.multiline_text(
+                    (left + THUMB_WIDTH + 6, top + 34),
+                    textwrap.fill(caption, width=36),
+                    fill=(30, 30, 30),
+                    font=font,
+                    spacing=3,
+                )
     output_png = Path(output_png)
     output_png.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(output_png, optimize=True)
@@ -73,7 +99,9 @@ def make_contact_sheet(output_png: str | os.PathLike, identities: int = 4, image
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.contact_sheet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset_scripts.contact_sheet", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("output_png")
     parser.add_argument("--identities", type=int, default=4)
     parser.add_argument("--images-per-id", type=int, default=4)

@@ -152,7 +152,9 @@ def draw_identities(count: int, first_id: int, rng: random.Random, difficulty: f
             attributes = dict(source.attributes)
             for name in rng.sample(MUTABLE_ATTRIBUTES, rng.choice([1, 1, 2])):
                 attributes[name] = rng.choice([value for value in ATTRIBUTE_VALUES[name] if value != attributes[name]])
-                if name in ("bag", "hat") and attributes[f"{name}_colour"] == "none":  # a bag or hat appears: colour it
+                if (
+                    name in ("bag", "hat") and attributes[f"{name}_colour"] == "none"
+                ):  # a bag or hat appears: colour it
                     attributes[f"{name}_colour"] = rng.choice(ATTRIBUTE_VALUES[f"{name}_colour"])
             attributes = _normalise(attributes)
             skin = source.skin
@@ -169,7 +171,7 @@ def draw_identities(count: int, first_id: int, rng: random.Random, difficulty: f
 
 def attribute_distance(first: Identity, second: Identity) -> int:
     """How many attributes two identities differ in."""
-    return sum(a != b for (_, a), (_, b) in zip(first.attributes, second.attributes))
+    return sum(a != b for (_, a), (_, b) in zip(first.attributes, second.attributes, strict=True))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,8 +191,12 @@ def _background(rng: random.Random) -> Image.Image:
     top = tuple(rng.randint(60, 200) for _ in range(3))
     bottom = tuple(rng.randint(60, 200) for _ in range(3))
     ramp = np.linspace(0.0, 1.0, IMAGE_HEIGHT, dtype=np.float32)[:, None]
-    column = ((1 - ramp) * np.array(top, dtype=np.float32) + ramp * np.array(bottom, dtype=np.float32)).astype(np.uint8)
-    image = Image.fromarray(np.ascontiguousarray(np.broadcast_to(column[:, None], (IMAGE_HEIGHT, IMAGE_WIDTH, 3))), "RGB")
+    column = ((1 - ramp) * np.array(top, dtype=np.float32) + ramp * np.array(bottom, dtype=np.float32)).astype(
+        np.uint8
+    )
+    image = Image.fromarray(
+        np.ascontiguousarray(np.broadcast_to(column[:, None], (IMAGE_HEIGHT, IMAGE_WIDTH, 3))), "RGB"
+    )
     draw = ImageDraw.Draw(image)
     for _ in range(rng.randint(2, 6)):  # walls, windows, street furniture in muted colours
         x0, y0 = rng.randint(-20, IMAGE_WIDTH), rng.randint(-20, IMAGE_HEIGHT)
@@ -209,7 +215,9 @@ class RenderInfo:
     occluded: list[str]
 
 
-def render_person(identity: Identity, view: str, rng: random.Random, difficulty: float) -> tuple[Image.Image, RenderInfo]:
+def render_person(
+    identity: Identity, view: str, rng: random.Random, difficulty: float
+) -> tuple[Image.Image, RenderInfo]:
     """Draw one image of `identity` seen from `view` ("front", "back" or "side")."""
     a = dict(identity.attributes)
     image = _background(rng)
@@ -257,20 +265,32 @@ def render_person(identity: Identity, view: str, rng: random.Random, difficulty:
         leg_xs = [(cx - spread, cx - spread - stride / 2), (cx + spread, cx + spread + stride / 2)]
     for hip_x, foot_x in leg_xs:
         draw.polygon(
-            [(hip_x - leg_w / 2, hip_y), (hip_x + leg_w / 2, hip_y), (foot_x + leg_w / 2.6, y(0.93)), (foot_x - leg_w / 2.6, y(0.93))],
+            [
+                (hip_x - leg_w / 2, hip_y),
+                (hip_x + leg_w / 2, hip_y),
+                (foot_x + leg_w / 2.6, y(0.93)),
+                (foot_x - leg_w / 2.6, y(0.93)),
+            ],
             fill=skin,
         )
     lower_end = {"trousers": 0.93, "shorts": 0.65, "skirt": 0.7}[a["lower_type"]]
     if a["lower_type"] == "skirt":
         flare = hip_half * 1.45
-        draw.polygon([(cx - hip_half, hip_y), (cx + hip_half, hip_y), (cx + flare, y(0.7)), (cx - flare, y(0.7))], fill=lower)
+        draw.polygon(
+            [(cx - hip_half, hip_y), (cx + hip_half, hip_y), (cx + flare, y(0.7)), (cx - flare, y(0.7))], fill=lower
+        )
     else:
         for hip_x, foot_x in leg_xs:
             t = (lower_end - 0.49) / (0.93 - 0.49)
             end_x = hip_x + t * (foot_x - hip_x)
             half_end = leg_w / 2 * (1 - t) + leg_w / 2.6 * t + 1.5
             draw.polygon(
-                [(hip_x - leg_w / 2 - 1.5, hip_y), (hip_x + leg_w / 2 + 1.5, hip_y), (end_x + half_end, y(lower_end)), (end_x - half_end, y(lower_end))],
+                [
+                    (hip_x - leg_w / 2 - 1.5, hip_y),
+                    (hip_x + leg_w / 2 + 1.5, hip_y),
+                    (end_x + half_end, y(lower_end)),
+                    (end_x - half_end, y(lower_end)),
+                ],
                 fill=lower,
             )
     draw.rectangle([cx - hip_half, hip_y - 2, cx + hip_half, y(0.56)], fill=lower)
@@ -281,10 +301,17 @@ def render_person(identity: Identity, view: str, rng: random.Random, difficulty:
     # Backpack body behind the torso (side view).
     bag_colour = PALETTE.get(a["bag_colour"], PALETTE["black"])
     if a["bag"] == "backpack" and side:
-        draw.rounded_rectangle([cx - shoulder_half - 0.09 * h, y(0.17), cx - shoulder_half + 4, y(0.42)], radius=6, fill=bag_colour)
+        draw.rounded_rectangle(
+            [cx - shoulder_half - 0.09 * h, y(0.17), cx - shoulder_half + 4, y(0.42)], radius=6, fill=bag_colour
+        )
 
     # Torso (upper garment) with its pattern and details.
-    torso = [(cx - shoulder_half, y(0.15)), (cx + shoulder_half, y(0.15)), (cx + hip_half * 1.08, torso_bottom), (cx - hip_half * 1.08, torso_bottom)]
+    torso = [
+        (cx - shoulder_half, y(0.15)),
+        (cx + shoulder_half, y(0.15)),
+        (cx + hip_half * 1.08, torso_bottom),
+        (cx - hip_half * 1.08, torso_bottom),
+    ]
     draw.polygon(torso, fill=upper)
     torso_left, torso_right = cx - hip_half, cx + hip_half
     pattern_colour = _contrast(a["upper_colour"])
@@ -333,8 +360,14 @@ def render_person(identity: Identity, view: str, rng: random.Random, difficulty:
 
     # Bags and carried objects.
     if a["bag"] == "backpack" and view == "back":
-        draw.rounded_rectangle([cx - shoulder_half * 0.75, y(0.18), cx + shoulder_half * 0.75, y(0.43)], radius=8, fill=bag_colour)
-        draw.rectangle([cx - shoulder_half * 0.5, y(0.33), cx + shoulder_half * 0.5, y(0.4)], outline=_shade(bag_colour, 0.6), width=2)
+        draw.rounded_rectangle(
+            [cx - shoulder_half * 0.75, y(0.18), cx + shoulder_half * 0.75, y(0.43)], radius=8, fill=bag_colour
+        )
+        draw.rectangle(
+            [cx - shoulder_half * 0.5, y(0.33), cx + shoulder_half * 0.5, y(0.4)],
+            outline=_shade(bag_colour, 0.6),
+            width=2,
+        )
     if a["bag"] == "backpack" and view == "front":
         for strap_x in (cx - shoulder_half * 0.62, cx + shoulder_half * 0.62):
             draw.line([(strap_x, y(0.15)), (strap_x, y(0.36))], fill=bag_colour, width=max(3, int(0.015 * h)))
@@ -345,16 +378,22 @@ def render_person(identity: Identity, view: str, rng: random.Random, difficulty:
         draw.rounded_rectangle([bag_x - 0.05 * h, y(0.45), bag_x + 0.05 * h, y(0.54)], radius=4, fill=bag_colour)
     if a["bag"] == "handbag":
         bag_x = hands[0]
-        draw.arc([bag_x - 0.03 * h, y(0.47), bag_x + 0.03 * h, y(0.53)], 180, 360, fill=_shade(bag_colour, 0.7), width=3)
+        draw.arc(
+            [bag_x - 0.03 * h, y(0.47), bag_x + 0.03 * h, y(0.53)], 180, 360, fill=_shade(bag_colour, 0.7), width=3
+        )
         draw.rounded_rectangle([bag_x - 0.045 * h, y(0.5), bag_x + 0.045 * h, y(0.58)], radius=3, fill=bag_colour)
     carry_x = hands[-1]
     if a["carried"] == "umbrella":
         draw.line([(carry_x, y(0.47)), (carry_x + 0.02 * h, y(0.88))], fill=(30, 30, 60), width=max(4, int(0.014 * h)))
-        draw.polygon([(carry_x - 5, y(0.52)), (carry_x + 7, y(0.52)), (carry_x + 0.02 * h, y(0.86))], fill=(30, 30, 60))
+        draw.polygon(
+            [(carry_x - 5, y(0.52)), (carry_x + 7, y(0.52)), (carry_x + 0.02 * h, y(0.86))], fill=(30, 30, 60)
+        )
     elif a["carried"] == "phone" and view != "back":
         draw.rectangle([carry_x - 0.014 * h, y(0.45), carry_x + 0.014 * h, y(0.49)], fill=(20, 20, 24))
     elif a["carried"] == "bottle":
-        draw.rounded_rectangle([carry_x - 0.016 * h, y(0.46), carry_x + 0.016 * h, y(0.53)], radius=3, fill=(150, 200, 235))
+        draw.rounded_rectangle(
+            [carry_x - 0.016 * h, y(0.46), carry_x + 0.016 * h, y(0.53)], radius=3, fill=(150, 200, 235)
+        )
 
     # Neck and head; hair, hat and glasses as the view allows.
     draw.rectangle([cx - 0.02 * h, y(0.12), cx + 0.02 * h, y(0.16)], fill=skin)
@@ -363,7 +402,9 @@ def render_person(identity: Identity, view: str, rng: random.Random, difficulty:
     if view == "back":
         draw.ellipse(head, fill=hair)
         if a["hair_length"] == "long":
-            draw.rounded_rectangle([head_cx - head_r * 1.05, head_cy, head_cx + head_r * 1.05, y(0.23)], radius=head_r * 0.5, fill=hair)
+            draw.rounded_rectangle(
+                [head_cx - head_r * 1.05, head_cy, head_cx + head_r * 1.05, y(0.23)], radius=head_r * 0.5, fill=hair
+            )
     elif side:
         draw.chord(head, 90, 300, fill=hair)
         draw.ellipse([head_cx + head_r * 0.35, head_cy - 2, head_cx + head_r * 0.55, head_cy + 2], fill=(30, 20, 20))
@@ -375,22 +416,55 @@ def render_person(identity: Identity, view: str, rng: random.Random, difficulty:
         lens = (18, 18, 22) if a["glasses"] == "sunglasses" else None
         eye_xs = [head_cx + head_r * 0.45] if side else [head_cx - head_r * 0.38, head_cx + head_r * 0.38]
         for eye_x in eye_xs:
-            draw.rectangle([eye_x - 0.017 * h, head_cy - 1, eye_x + 0.017 * h, head_cy + 6], fill=lens, outline=(18, 18, 22), width=2)
+            draw.rectangle(
+                [eye_x - 0.017 * h, head_cy - 1, eye_x + 0.017 * h, head_cy + 6],
+                fill=lens,
+                outline=(18, 18, 22),
+                width=2,
+            )
         if not side:
-            draw.line([(eye_xs[0] + 0.017 * h, head_cy + 2), (eye_xs[1] - 0.017 * h, head_cy + 2)], fill=(18, 18, 22), width=2)
+            draw.line(
+                [(eye_xs[0] + 0.017 * h, head_cy + 2), (eye_xs[1] - 0.017 * h, head_cy + 2)],
+                fill=(18, 18, 22),
+                width=2,
+            )
     hat = PALETTE.get(a["hat_colour"], PALETTE["black"])
     if a["hat"] == "cap":
-        draw.chord([head_cx - head_r * 1.05, head_cy - head_r * 1.3, head_cx + head_r * 1.05, head_cy + head_r * 0.5], 180, 360, fill=hat)
+        draw.chord(
+            [head_cx - head_r * 1.05, head_cy - head_r * 1.3, head_cx + head_r * 1.05, head_cy + head_r * 0.5],
+            180,
+            360,
+            fill=hat,
+        )
         if view == "front":
-            draw.rectangle([head_cx - head_r * 0.9, head_cy - head_r * 0.45, head_cx + head_r * 0.9, head_cy - head_r * 0.3], fill=_shade(hat, 0.7))
+            draw.rectangle(
+                [head_cx - head_r * 0.9, head_cy - head_r * 0.45, head_cx + head_r * 0.9, head_cy - head_r * 0.3],
+                fill=_shade(hat, 0.7),
+            )
         elif side:
-            draw.rectangle([head_cx, head_cy - head_r * 0.45, head_cx + head_r * 1.7, head_cy - head_r * 0.3], fill=_shade(hat, 0.7))
+            draw.rectangle(
+                [head_cx, head_cy - head_r * 0.45, head_cx + head_r * 1.7, head_cy - head_r * 0.3],
+                fill=_shade(hat, 0.7),
+            )
     elif a["hat"] == "beanie":
-        draw.chord([head_cx - head_r * 1.08, head_cy - head_r * 1.35, head_cx + head_r * 1.08, head_cy + head_r * 0.3], 180, 360, fill=hat)
-        draw.rectangle([head_cx - head_r * 1.08, head_cy - head_r * 0.55, head_cx + head_r * 1.08, head_cy - head_r * 0.3], fill=_shade(hat, 0.8))
+        draw.chord(
+            [head_cx - head_r * 1.08, head_cy - head_r * 1.35, head_cx + head_r * 1.08, head_cy + head_r * 0.3],
+            180,
+            360,
+            fill=hat,
+        )
+        draw.rectangle(
+            [head_cx - head_r * 1.08, head_cy - head_r * 0.55, head_cx + head_r * 1.08, head_cy - head_r * 0.3],
+            fill=_shade(hat, 0.8),
+        )
 
     torso_box = [int(cx - hip_half * 0.5), int(y(0.27)), int(cx + hip_half * 0.5), int(y(0.45))]
-    waist_box = [int(cx - hip_half * 0.5), int(y(0.505) if a["upper_type"] != "coat" else y(0.655)), int(cx + hip_half * 0.5), int(y(0.53) if a["upper_type"] != "coat" else y(0.68))]
+    waist_box = [
+        int(cx - hip_half * 0.5),
+        int(y(0.505) if a["upper_type"] != "coat" else y(0.655)),
+        int(cx + hip_half * 0.5),
+        int(y(0.53) if a["upper_type"] != "coat" else y(0.68)),
+    ]
     if side or view == "back" or a["upper_type"] == "coat":
         waist_box = []
     if view == "side" and rng.random() < 0.5:  # face left instead of right
@@ -432,7 +506,9 @@ def _degrade(image: Image.Image, rng: random.Random, difficulty: float) -> Image
     pixels *= rng.uniform(1 - 0.15 * difficulty, 1 + 0.12 * difficulty)
     pixels += np.array([rng.uniform(-6, 6) for _ in range(3)], dtype=np.float32)
     top, left = rng.randrange(IMAGE_HEIGHT), rng.randrange(IMAGE_WIDTH)
-    pixels += _noise_bank()[top : top + IMAGE_HEIGHT, left : left + IMAGE_WIDTH] * rng.uniform(1.0, 1.0 + 11.0 * difficulty)
+    pixels += _noise_bank()[top : top + IMAGE_HEIGHT, left : left + IMAGE_WIDTH] * rng.uniform(
+        1.0, 1.0 + 11.0 * difficulty
+    )
     np.clip(pixels, 0, 255, out=pixels)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
@@ -474,7 +550,9 @@ def attribute_phrases(visible: dict[str, str]) -> list[str]:
     if visible["upper_type"] in ("t-shirt", "shirt"):
         phrases.append(f"{visible['sleeves']} sleeves")
     if visible["upper_pattern"] != "plain":
-        phrases.append({"striped": "stripes", "checked": "checked pattern", "logo": "logo on the front"}[visible["upper_pattern"]])
+        phrases.append(
+            {"striped": "stripes", "checked": "checked pattern", "logo": "logo on the front"}[visible["upper_pattern"]]
+        )
     phrases.append(f"{visible['lower_colour']} {visible['lower_type']}")
     if "shoe_colour" in visible:
         phrases.append(f"{visible['shoe_colour']} shoes")
@@ -548,7 +626,11 @@ def _compose_caption(visible: dict[str, str], rng: random.Random, mention_probab
         hat_noun = rng.choice(["cap", "baseball cap"]) if v["hat"] == "cap" else rng.choice(["beanie", "knit hat"])
         worn.append(_article(f"{v['hat_colour']} {hat_noun}"))
     if mention("glasses"):
-        worn.append(rng.choice(["glasses", "eyeglasses"]) if v["glasses"] == "glasses" else rng.choice(["sunglasses", "dark sunglasses"]))
+        worn.append(
+            rng.choice(["glasses", "eyeglasses"])
+            if v["glasses"] == "glasses"
+            else rng.choice(["sunglasses", "dark sunglasses"])
+        )
     if len(worn) > 2 and rng.random() < 0.5:
         rest = worn[1:]
         rng.shuffle(rest)
@@ -556,18 +638,40 @@ def _compose_caption(visible: dict[str, str], rng: random.Random, mention_probab
 
     carried = []
     if mention("bag"):
-        bag_noun = {"backpack": "backpack", "handbag": rng.choice(["handbag", "purse"]), "shoulder bag": rng.choice(["shoulder bag", "bag over the shoulder"])}[v["bag"]]
+        bag_noun = {
+            "backpack": "backpack",
+            "handbag": rng.choice(["handbag", "purse"]),
+            "shoulder bag": rng.choice(["shoulder bag", "bag over the shoulder"]),
+        }[v["bag"]]
         carried.append(_article(f"{v['bag_colour']} {bag_noun}"))
     if mention("carried"):
-        carried.append({"umbrella": rng.choice(["an umbrella", "a closed umbrella"]), "phone": rng.choice(["a phone", "a mobile phone"]), "bottle": rng.choice(["a bottle", "a water bottle"])}[v["carried"]])
+        carried.append(
+            {
+                "umbrella": rng.choice(["an umbrella", "a closed umbrella"]),
+                "phone": rng.choice(["a phone", "a mobile phone"]),
+                "bottle": rng.choice(["a bottle", "a water bottle"]),
+            }[v["carried"]]
+        )
     hair = None
     if mention("hair_colour"):
-        hair = rng.choice([f"{v['hair_length']} {v['hair_colour']} hair", f"{v['hair_colour']} hair", f"{v['hair_length']} hair"])
+        hair = rng.choice(
+            [f"{v['hair_length']} {v['hair_colour']} hair", f"{v['hair_colour']} hair", f"{v['hair_length']} hair"]
+        )
 
     build = ""
     if rng.random() < mention_probability * 0.6:
-        build = {"slim": rng.choice(["slim ", "thin "]), "average": "", "heavy": rng.choice(["heavyset ", "stocky "])}[v["build"]]
-    subject = rng.choice([f"A {build}person", f"The {build}pedestrian", f"This {build}person", f"A {build}pedestrian", f"The {build}individual"])
+        build = {"slim": rng.choice(["slim ", "thin "]), "average": "", "heavy": rng.choice(["heavyset ", "stocky "])}[
+            v["build"]
+        ]
+    subject = rng.choice(
+        [
+            f"A {build}person",
+            f"The {build}pedestrian",
+            f"This {build}person",
+            f"A {build}pedestrian",
+            f"The {build}individual",
+        ]
+    )
     pronoun = rng.choice(["The person", "This pedestrian", "The individual", "They"])
     verb_s = pronoun != "They"
 
@@ -583,7 +687,8 @@ def _compose_caption(visible: dict[str, str], rng: random.Random, mention_probab
         sentences.append(f"{subject} {wear} {join(worn)}.")
     tail = []
     if carried:
-        tail.append(f"{rng.choice(['carries', 'is carrying', 'has']) if verb_s else rng.choice(['carry', 'are carrying', 'have'])} {join(carried)}")
+        carry = rng.choice(["carries", "is carrying", "has"] if verb_s else ["carry", "are carrying", "have"])
+        tail.append(f"{carry} {join(carried)}")
     if hair:
         tail.append(f"{'has' if verb_s else 'have'} {hair}")
     rng.shuffle(tail)
@@ -650,7 +755,13 @@ def generate_raw(
     """
     if not 0.0 <= difficulty <= 1.0:
         raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
-    sizes = {"num_train_ids": num_train_ids, "num_val_ids": num_val_ids, "num_test_ids": num_test_ids, "images_per_id": images_per_id, "captions_per_image": captions_per_image}
+    sizes = {
+        "num_train_ids": num_train_ids,
+        "num_val_ids": num_val_ids,
+        "num_test_ids": num_test_ids,
+        "images_per_id": images_per_id,
+        "captions_per_image": captions_per_image,
+    }
     for name, value in sizes.items():
         if not isinstance(value, int) or value < (0 if name in ("num_val_ids", "num_test_ids") else 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -662,7 +773,11 @@ def generate_raw(
     for split, count in (("train", num_train_ids), ("val", num_val_ids), ("test", num_test_ids)):
         for identity in draw_identities(count, next_id, rng, difficulty):
             for index in range(images_per_id):
-                jobs.append(_ImageJob(split, identity, index, rng.getrandbits(63), difficulty, captions_per_image, str(imgs_dir)))
+                jobs.append(
+                    _ImageJob(
+                        split, identity, index, rng.getrandbits(63), difficulty, captions_per_image, str(imgs_dir)
+                    )
+                )
         next_id += count
     progress = dict(total=len(jobs), desc=f"Drawing {BENCHMARK_NAME}", unit="img", mininterval=1.0)
     if num_workers > 1 and len(jobs) >= 64:
@@ -695,7 +810,7 @@ tags:
 # {BENCHMARK_NAME}
 
 A text-based person retrieval benchmark drawn procedurally with Pillow by the IVT-HF project
-(`dataset_scripts/generate.py`, generator version {settings['generator_version']}). Not related to PLIP's
+(`dataset_scripts/generate.py`, generator version {settings["generator_version"]}). Not related to PLIP's
 SYNTH-PEDES: no real person appears in it. Each identity is a fixed combination of sixteen attributes; each image
 varies viewpoint, pose, position, scale, background, lighting, blur, noise and occlusion; captions are written from
 the attributes visible in that image. Many identities differ from another one in only one or two attributes.
@@ -734,7 +849,7 @@ def ensure_generated_benchmark(
     difficulty: float = 0.5,
     num_workers: int = 2,
 ) -> datasets.DatasetDict:
-    """The generated benchmark at `output_dir`, generated and built first unless it is already there with these settings.
+    """The generated benchmark at `output_dir`, generated and built first unless it is there with these settings.
 
     The settings are recorded in `output_dir/generation.json`; different sizes, seed or difficulty regenerate (the old
     copy is replaced only once the new one is complete). A file lock makes concurrent callers wait for one build.
@@ -771,7 +886,9 @@ def ensure_generated_benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.generate", description=f"Generate and build {BENCHMARK_NAME} (cached).")
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset_scripts.generate", description=f"Generate and build {BENCHMARK_NAME} (cached)."
+    )
     parser.add_argument("output_dir")
     parser.add_argument("--num-train-ids", type=int, default=1000)
     parser.add_argument("--num-val-ids", type=int, default=100)

@@ -106,7 +106,10 @@ class PairCorpus:
             yield {"image": image, "caption": caption, "pair_id": pair_id}
         if self.skipped:
             logger.warning(
-                "Skipped %d broken record(s) in %s, e.g.:\n  %s", self.skipped, self.describe, "\n  ".join(self.skip_reasons)
+                "Skipped %d broken record(s) in %s, e.g.:\n  %s",
+                self.skipped,
+                self.describe,
+                "\n  ".join(self.skip_reasons),
             )
 
 
@@ -198,7 +201,9 @@ def pair_corpus(
     if path.is_dir() and any(path.rglob("metadata.jsonl")):
         return PairCorpus(_imagefolder_records(path, text_column), str(path))
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{source}: expected a .json list of records, an imagefolder with metadata.jsonl, or a dataset")
+        raise ValueError(
+            f"{source}: expected a .json list of records, an imagefolder with metadata.jsonl, or a dataset"
+        )
     dataset = datasets.load_dataset(str(source), split=split, streaming=streaming)
     return PairCorpus(_hf_records(dataset, image_column, text_column or "caption"), str(source))
 
@@ -214,7 +219,9 @@ def save_pairs(corpus: PairCorpus, output_dir: str | os.PathLike, overwrite: boo
         yield from tqdm(corpus, desc="Reading pairs", unit="pair", mininterval=1.0)
 
     with tempfile.TemporaryDirectory(prefix=f".{output_dir.name}.building-", dir=output_dir.parent) as staging:
-        dataset = datasets.Dataset.from_generator(pairs, features=PAIR_FEATURES, cache_dir=str(Path(staging) / "cache"))
+        dataset = datasets.Dataset.from_generator(
+            pairs, features=PAIR_FEATURES, cache_dir=str(Path(staging) / "cache")
+        )
         dataset.save_to_disk(str(Path(staging) / "pairs"))
         del dataset
         replace_directory(Path(staging) / "pairs", output_dir, overwrite)
@@ -222,8 +229,12 @@ def save_pairs(corpus: PairCorpus, output_dir: str | os.PathLike, overwrite: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.pretraining", description="Read an image-caption corpus as pairs.")
-    parser.add_argument("source", help="a .json list of {image, caption}, an imagefolder with metadata.jsonl, or a dataset name/path")
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset_scripts.pretraining", description="Read an image-caption corpus as pairs."
+    )
+    parser.add_argument(
+        "source", help="a .json list of {image, caption}, an imagefolder with metadata.jsonl, or a dataset name/path"
+    )
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--text-column", default=None)
     parser.add_argument("--image-root", default=None, help="folder of the relative image paths of a JSON source")
@@ -237,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         pairs = len(save_pairs(corpus, args.output, overwrite=args.overwrite))
     else:
         pairs = sum(1 for _ in tqdm(corpus, desc="Reading pairs", unit="pair", mininterval=1.0))
-    print(f"{pairs} pairs, {corpus.skipped} broken records skipped" + (f", saved to {args.output}" if args.output else ""))
+    print(
+        f"{pairs} pairs, {corpus.skipped} broken records skipped"
+        + (f", saved to {args.output}" if args.output else "")
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ def _caption_pairs(split_ds: datasets.Dataset) -> tuple[list[int], list[str], li
             text_columns["person_id"].to_pylist(),
             text_columns["captions"].to_pylist(),
             text_columns["attributes"].to_pylist(),
+            strict=True,
         )
     ):
         for caption in row_captions:
@@ -43,7 +44,7 @@ class _AddImageFromSplit:
 
 
 def training_pairs(split_ds: datasets.Dataset) -> datasets.Dataset:
-    """One example per caption: `image`, `person_id`, `caption`, `attributes` (and `row`, the image's row in `split_ds`).
+    """One example per caption: `image`, `person_id`, `caption`, `attributes` and `row`.
 
     The returned dataset stores only the text columns and `row` (an index into `split_ds`); a format transform adds
     the `image` when examples are accessed (`pairs[i]`, `pairs[i:j]`, a DataLoader over it), so building the view never

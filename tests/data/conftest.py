@@ -36,11 +36,27 @@ def _quirky_images(imgs: Path) -> dict[str, Image.Image]:
 def _records(image_key: str, splits: tuple[str, str, str]) -> list[dict]:
     train, val, test = splits
     return [
-        {"id": 1, image_key: "cam_a/0001_a.jpg", "split": train, "captions": ["A woman in a red coat.", "  She carries a bag.  "], "processed_tokens": [["a"]]},
-        {"id": 17, image_key: "CUHK01/nested/deeper/0017_b.png", "split": train, "captions": ["Un homme en café-crème, naïf: 日本語 ü."]},
+        {
+            "id": 1,
+            image_key: "cam_a/0001_a.jpg",
+            "split": train,
+            "captions": ["A woman in a red coat.", "  She carries a bag.  "],
+            "processed_tokens": [["a"]],
+        },
+        {
+            "id": 17,
+            image_key: "CUHK01/nested/deeper/0017_b.png",
+            "split": train,
+            "captions": ["Un homme en café-crème, naïf: 日本語 ü."],
+        },
         {"id": 17, image_key: "Market/0017_rgba.png", "split": train, "captions": TEN_CAPTIONS},
         {"id": 999, image_key: "test_query/0999_gray.png", "split": val, "captions": ["\tA grayscale pedestrian.\n"]},
-        {"id": 1002, image_key: "train_query/1002_palette.png", "split": test, "captions": ["A palette image.", "Second caption."]},
+        {
+            "id": 1002,
+            image_key: "train_query/1002_palette.png",
+            "split": test,
+            "captions": ["A palette image.", "Second caption."],
+        },
         {"id": 1002, image_key: "cam_b/1002_tiny.jpg", "split": test, "captions": ["Tiny image of the same person."]},
     ]
 

@@ -41,7 +41,16 @@ def _nearest_palette_colour(image: Image.Image, box: list[int]) -> str:
 @pytest.fixture(scope="module", params=[0.5, 1.0], ids=["default-difficulty", "hardest"])
 def raw_benchmark(request, tmp_path_factory):
     raw_root = tmp_path_factory.mktemp("drawn") / "raw"
-    generate_raw(raw_root, num_train_ids=40, num_val_ids=0, num_test_ids=0, images_per_id=2, seed=3, difficulty=request.param, num_workers=1)
+    generate_raw(
+        raw_root,
+        num_train_ids=40,
+        num_val_ids=0,
+        num_test_ids=0,
+        images_per_id=2,
+        seed=3,
+        difficulty=request.param,
+        num_workers=1,
+    )
     records = json.loads((raw_root / "reid_raw.json").read_text(encoding="utf-8"))
     return raw_root, records
 
@@ -62,7 +71,10 @@ def test_captions_tell_the_truth_about_pixels(raw_benchmark):
             if record["waist_box"]:
                 named_lower = LOWER_COLOUR.findall(caption)
                 assert named_lower, f"no lower garment colour in {caption!r}"
-                assert named_lower[0] == _nearest_palette_colour(image, record["waist_box"]), (record["file_path"], caption)
+                assert named_lower[0] == _nearest_palette_colour(image, record["waist_box"]), (
+                    record["file_path"],
+                    caption,
+                )
                 checked_lower += 1
     assert checked_upper >= 30 and checked_lower >= 20
 
@@ -123,7 +135,24 @@ def test_ensure_generated_benchmark_builds_once_and_regenerates_on_new_sizes(tmp
     assert {path: path.stat().st_mtime_ns for path in output_dir.rglob("*.arrow")} == arrow_files
     assert again["train"]["captions"] == train["captions"]
 
-    assert main([str(output_dir), "--num-train-ids", "3", "--num-val-ids", "1", "--num-test-ids", "1", "--images-per-id", "1", "--num-workers", "1"]) == 0
+    assert (
+        main(
+            [
+                str(output_dir),
+                "--num-train-ids",
+                "3",
+                "--num-val-ids",
+                "1",
+                "--num-test-ids",
+                "1",
+                "--images-per-id",
+                "1",
+                "--num-workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "| train | 3 | 3 | 6 |" in capsys.readouterr().out
     assert len(datasets.load_from_disk(str(output_dir))["train"]) == 3
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".") and path.is_dir()] == []

@@ -38,7 +38,11 @@ def test_json_records(images, caplog):
     corpus = pair_corpus(images / "corpus.json")
     with caplog.at_level(logging.WARNING, logger="dataset_scripts.pretraining"):
         pairs = list(corpus)
-    assert [(pair["caption"], pair["pair_id"]) for pair in pairs] == [("a red square", 0), ("a grey square", 1), ("a dull tile", 2)]
+    assert [(pair["caption"], pair["pair_id"]) for pair in pairs] == [
+        ("a red square", 0),
+        ("a grey square", 1),
+        ("a dull tile", 2),
+    ]
     assert pairs[1]["image"].mode == "RGB" and pairs[0]["image"].getpixel((0, 0)) == (255, 0, 0)
     assert corpus.skipped == 4
     assert "Skipped 4 broken record(s)" in caplog.text and "missing.png" in caplog.text
@@ -60,7 +64,9 @@ def test_imagefolder_with_metadata(images):
         json.dumps({"file_name": "sub/gray.png", "text": "a grey square"}),
     ]
     (images / "metadata.jsonl").write_text("\n".join(lines), encoding="utf-8")
-    (images / "sub" / "metadata.jsonl").write_text(json.dumps({"file_name": "gray.png", "caption": "nested"}), encoding="utf-8")
+    (images / "sub" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "gray.png", "caption": "nested"}), encoding="utf-8"
+    )
     corpus = pair_corpus(images)
     pairs = list(corpus)
     assert [pair["caption"] for pair in pairs] == ["a red square", "a grey square", "nested"]
@@ -71,7 +77,11 @@ def test_imagefolder_with_metadata(images):
 def _hf_dataset():
     return datasets.Dataset.from_dict(
         {
-            "picture": [{"bytes": _png_bytes((0, 255, 0)), "path": None}, {"bytes": b"not an image", "path": None}, {"bytes": _png_bytes((1, 2, 3)), "path": None}],
+            "picture": [
+                {"bytes": _png_bytes((0, 255, 0)), "path": None},
+                {"bytes": b"not an image", "path": None},
+                {"bytes": _png_bytes((1, 2, 3)), "path": None},
+            ],
             "alt_text": ["a green square", "broken", None],
         },
         features=datasets.Features({"picture": datasets.Image(), "alt_text": datasets.Value("string")}),
@@ -98,7 +108,9 @@ def test_hugging_face_dataset_map_style_and_streaming(tmp_path):
 
 
 def test_save_pairs_and_cli(images, tmp_path, capsys):
-    (images / "corpus.json").write_text(json.dumps([{"image": "red.png", "caption": "red"}, {"image": "nope.png", "caption": "x"}]))
+    (images / "corpus.json").write_text(
+        json.dumps([{"image": "red.png", "caption": "red"}, {"image": "nope.png", "caption": "x"}])
+    )
     saved = save_pairs(pair_corpus(images / "corpus.json"), tmp_path / "pairs")
     assert saved.column_names == ["image", "caption", "pair_id"] and saved[0]["caption"] == "red"
     with pytest.raises(FileExistsError):
