@@ -107,12 +107,11 @@ LOWER_NOUNS = {"trousers": ["trousers", "pants", "slacks"], "shorts": ["shorts"]
 
 @dataclass(frozen=True)
 class Identity:
+    """A person: a fixed attribute combination and a skin tone (an index into SKIN_TONES)."""
+
     person_id: int
     skin: int
-    attributes: tuple[tuple[str, str], ...]
-
-    def __getitem__(self, name: str) -> str:
-        return dict(self.attributes)[name]
+    attributes: tuple[tuple[str, str], ...]  # (name, value) pairs sorted by name
 
 
 def _normalise(attributes: dict[str, str]) -> dict[str, str]:
