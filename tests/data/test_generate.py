@@ -1,0 +1,165 @@
+import json
+import random
+import re
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from dataset_scripts.generate import (
+    ATTRIBUTE_VALUES,
+    GENERIC_UPPER_NOUNS,
+    LOWER_NOUNS,
+    PALETTE,
+    UPPER_NOUNS,
+    attribute_distance,
+    draw_identities,
+    ensure_generated_benchmark,
+    generate_raw,
+    main,
+)
+
+
+TINY = {"num_train_ids": 4, "num_val_ids": 2, "num_test_ids": 2, "images_per_id": 2, "captions_per_image": 2}
+COLOUR = "|".join(PALETTE)
+UPPER = "|".join(re.escape(noun) for nouns in [*UPPER_NOUNS.values(), GENERIC_UPPER_NOUNS] for noun in nouns)
+LOWER = "|".join(re.escape(noun) for nouns in LOWER_NOUNS.values() for noun in nouns)
+# The colour word of a garment comes right before its noun, with at most two modifiers in between.
+UPPER_COLOUR = re.compile(rf"\b({COLOUR}) (?:[\w-]+ ){{0,2}}?(?:{UPPER})\b")
+LOWER_COLOUR = re.compile(rf"\b({COLOUR}) (?:[\w-]+ )?(?:{LOWER})\b")
+
+
+def _nearest_palette_colour(image: Image.Image, box: list[int]) -> str:
+    """The palette colour most pixels of the box are closest to (a pattern or blurred edge is a minority)."""
+    region = np.asarray(image.convert("RGB"), dtype=np.float32)[box[1] : box[3], box[0] : box[2]].reshape(-1, 1, 3)
+    palette = np.array(list(PALETTE.values()), dtype=np.float32)[None]
+    votes = np.bincount(np.argmin(((region - palette) ** 2).sum(-1), axis=1), minlength=len(PALETTE))
+    return list(PALETTE)[int(np.argmax(votes))]
+
+
+@pytest.fixture(scope="module", params=[0.5, 1.0], ids=["default-difficulty", "hardest"])
+def raw_benchmark(request, tmp_path_factory):
+    raw_root = tmp_path_factory.mktemp("drawn") / "raw"
+    generate_raw(
+        raw_root,
+        num_train_ids=40,
+        num_val_ids=0,
+        num_test_ids=0,
+        images_per_id=2,
+        seed=3,
+        difficulty=request.param,
+        num_workers=1,
+    )
+    records = json.loads((raw_root / "reid_raw.json").read_text(encoding="utf-8"))
+    return raw_root, records
+
+
+def test_captions_tell_the_truth_about_pixels(raw_benchmark):
+    raw_root, records = raw_benchmark
+    checked_upper = checked_lower = 0
+    for record in records:
+        if record["view"] != "front":
+            continue
+        image = Image.open(raw_root / "imgs" / record["file_path"])
+        seen_upper = _nearest_palette_colour(image, record["torso_box"])
+        for caption in record["captions"]:
+            named = UPPER_COLOUR.findall(caption)
+            assert named, f"no upper garment colour in {caption!r}"
+            assert named[0] == seen_upper, (record["file_path"], caption)
+            checked_upper += 1
+            if record["waist_box"]:
+                named_lower = LOWER_COLOUR.findall(caption)
+                assert named_lower, f"no lower garment colour in {caption!r}"
+                assert named_lower[0] == _nearest_palette_colour(image, record["waist_box"]), (
+                    record["file_path"],
+                    caption,
+                )
+                checked_lower += 1
+    assert checked_upper >= 30 and checked_lower >= 20
+
+
+def test_captions_name_only_what_the_view_shows(raw_benchmark):
+    _, records = raw_benchmark
+    back = [record for record in records if record["view"] == "back"]
+    assert back
+    for record in back:
+        for caption in record["captions"]:
+            assert not re.search(r"glasses|logo|phone", caption), caption
+    words = [len(caption.split()) for record in records for caption in record["captions"]]
+    assert min(words) >= 10 and max(words) <= 50 and 15 <= np.median(words) <= 45
+    assert all(1 <= caption.count(".") <= 3 for record in records for caption in record["captions"])
+    assert len({caption for record in records for caption in record["captions"]}) == 2 * len(records)
+    assert all(len(record["attributes"]) >= 5 for record in records)
+    assert {record["view"] for record in records} == {"front", "back", "side"}
+
+
+def test_many_identities_have_a_near_duplicate():
+    def near_duplicate_fraction(difficulty):
+        identities = draw_identities(300, 1, random.Random(0), difficulty)
+        assert len({identity.attributes for identity in identities}) == 300
+        return np.mean([min(attribute_distance(a, b) for b in identities if b is not a) <= 2 for a in identities])
+
+    assert len(ATTRIBUTE_VALUES) >= 10
+    assert near_duplicate_fraction(0.5) >= 0.5
+    assert near_duplicate_fraction(0.0) < 0.1
+
+
+def test_generation_is_deterministic_whatever_the_workers(tmp_path):
+    sizes = dict(num_train_ids=20, num_val_ids=6, num_test_ids=6, images_per_id=2, seed=11)
+    generate_raw(tmp_path / "one", num_workers=1, **sizes)
+    generate_raw(tmp_path / "two", num_workers=2, **sizes)
+    first = (tmp_path / "one" / "reid_raw.json").read_text()
+    assert first == (tmp_path / "two" / "reid_raw.json").read_text()
+    for record in json.loads(first)[::7]:
+        path = f"imgs/{record['file_path']}"
+        assert (tmp_path / "one" / path).read_bytes() == (tmp_path / "two" / path).read_bytes()
+    generate_raw(tmp_path / "other-seed", num_workers=1, **{**sizes, "seed": 12})
+    assert (tmp_path / "other-seed" / "reid_raw.json").read_text() != first
+
+
+def test_ensure_generated_benchmark_builds_once_and_regenerates_on_new_sizes(tmp_path, capsys):
+    output_dir = tmp_path / "drawn"
+    dataset_dict = ensure_generated_benchmark(output_dir, num_workers=1, **TINY)
+    assert list(dataset_dict) == ["train", "validation", "test"]
+    train = dataset_dict["train"]
+    assert train.features["image"] == datasets.Image(mode="RGB")
+    assert train[0]["image"].size == (128, 384)
+    assert train["person_id"][:4] == [1, 1, 2, 2] and dataset_dict["test"]["person_id"][0] == 7
+    assert all(row for row in train["attributes"])
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert "# Drawn Pedestrians" in card and "| train | 4 | 8 | 16 |" in card and "apache-2.0" in card
+
+    arrow_files = {path: path.stat().st_mtime_ns for path in output_dir.rglob("*.arrow")}
+    again = ensure_generated_benchmark(output_dir, num_workers=1, **TINY)
+    assert {path: path.stat().st_mtime_ns for path in output_dir.rglob("*.arrow")} == arrow_files
+    assert again["train"]["captions"] == train["captions"]
+
+    assert (
+        main(
+            [
+                str(output_dir),
+                "--num-train-ids",
+                "3",
+                "--num-val-ids",
+                "1",
+                "--num-test-ids",
+                "1",
+                "--images-per-id",
+                "1",
+                "--num-workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "| train | 3 | 3 | 6 |" in capsys.readouterr().out
+    assert len(datasets.load_from_disk(str(output_dir))["train"]) == 3
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".") and path.is_dir()] == []
+
+
+def test_generate_raw_rejects_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="difficulty"):
+        generate_raw(tmp_path, difficulty=1.5)
+    with pytest.raises(ValueError, match="num_train_ids"):
+        generate_raw(tmp_path, num_train_ids=0)
