@@ -63,11 +63,11 @@ def resize_position_grid(embedding: torch.Tensor, old_grid: tuple[int, int], new
     return torch.cat([cls_entry, grid], dim=1)
 
 
-def save_model_folder(model, processor, output_dir, overwrite: bool = False) -> Path:
+def save_model_folder(model, processor, output_dir, overwrite: bool = False, card=None) -> Path:
     """
-    Write model (safetensors + config + code) and processor to `output_dir` through a temporary sibling folder that is
-    renamed into place, so a failure never leaves a half-written folder and an existing one is kept unless
-    `overwrite` is set.
+    Write model (safetensors + config + code), processor and optionally a model card (README.md) to `output_dir`
+    through a temporary sibling folder that is renamed into place, so a failure never leaves a half-written folder
+    and an existing one is kept unless `overwrite` is set.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
@@ -77,6 +77,8 @@ def save_model_folder(model, processor, output_dir, overwrite: bool = False) -> 
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        if card is not None:
+            card.save(staging / "README.md")
         if output_dir.exists():
             backup = staging.with_name(staging.name + ".old")
             os.replace(output_dir, backup)

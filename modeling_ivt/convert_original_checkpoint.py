@@ -14,6 +14,7 @@ import torch
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, save_model_folder
 from .defaults import create_processor
+from .hub_utils import converted_model_card, push_folder_to_hub
 from .modeling_ivt import IVTModel
 
 logger = logging.getLogger(__name__)
@@ -138,12 +139,20 @@ def convert_original_state_dict(
     return model, sorted(ignored)
 
 
-def convert_original_checkpoint(checkpoint, output_dir, num_heads: int | None = None, overwrite: bool = False):
-    """Convert `checkpoint` (a `.pth` of the authors' code) into a model folder loadable with `AutoModel`."""
+def convert_original_checkpoint(
+    checkpoint, output_dir, num_heads: int | None = None, overwrite: bool = False, push_to_hub: str | None = None
+):
+    """
+    Convert `checkpoint` (a `.pth` of the authors' code) into a model folder loadable with `AutoModel`, with a model
+    card; with `push_to_hub` also publish the folder to that repository.
+    """
     state_dict = load_state_dict_file(checkpoint)
     model, ignored = convert_original_state_dict(state_dict, num_heads)
     processor = create_processor(image_size=tuple(model.config.image_size))
-    save_model_folder(model, processor, output_dir, overwrite=overwrite)
+    card = converted_model_card(model.config, str(checkpoint), push_to_hub or str(output_dir), ignored)
+    save_model_folder(model, processor, output_dir, overwrite=overwrite, card=card)
+    if push_to_hub:
+        push_folder_to_hub(output_dir, push_to_hub, f"IVT converted from {Path(checkpoint).name}")
     return model, ignored
 
 
@@ -155,9 +164,12 @@ def main(argv=None):
         "--num-heads", type=int, default=None, help="attention heads (not recoverable from the tensors; default width / 64)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="also publish the folder to this Hub repository")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model, ignored = convert_original_checkpoint(args.checkpoint, args.output, args.num_heads, args.overwrite)
+    model, ignored = convert_original_checkpoint(
+        args.checkpoint, args.output, args.num_heads, args.overwrite, args.push_to_hub
+    )
     config = model.config
     print(
         f"converted: {config.num_hidden_layers} layers, width {config.hidden_size}, {config.num_attention_heads} heads, "
