@@ -76,6 +76,11 @@ def command_add(args: argparse.Namespace) -> int:
 def command_query(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    person_ids = args.person_id or [None]
+    if len(person_ids) == 1:
+        person_ids = person_ids * len(args.captions)
+    if len(person_ids) != len(args.captions):
+        raise ValueError(f"--person-id takes one id or one per caption: got {len(person_ids)} for {len(args.captions)} captions")
     index = _open_index(args)
     results = index.search(args.captions, top_k=args.top_k, method=args.method)
     if args.json:
@@ -88,7 +93,10 @@ def command_query(args: argparse.Namespace) -> int:
                 person = "-" if hit.person_id is None else str(hit.person_id)
                 print(f"{hit.rank:>4}  {hit.score:6.3f}  {person:>6}  {hit.path}")
     if args.grid:
-        rows = [RankedQuery(caption, hits, args.person_id) for caption, hits in zip(args.captions, results, strict=True)]
+        rows = [
+            RankedQuery(caption, hits, person_id)
+            for caption, hits, person_id in zip(args.captions, results, person_ids, strict=True)
+        ]
         picture = render_ranked_results(rows, index.load_image)
         grid = Path(args.grid)
         grid.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--model", help="default: the model recorded in the index")
     query.add_argument("--top-k", type=int, default=10)
     query.add_argument("--method", choices=["exact", "faiss"], default="exact", help="see bench/search_bench.py")
-    query.add_argument("--person-id", type=int, help="the person the captions describe: frames hits green or red")
+    query.add_argument(
+        "--person-id",
+        type=int,
+        nargs="+",
+        help="the person each caption describes (one id for all, or one per caption): frames hits green or red",
+    )
     query.add_argument("--grid", help="write the ranked-result picture to this PNG")
     query.add_argument("--json", action="store_true", help="print the hits as JSON")
     query.add_argument("--batch-size", type=int, default=32)

@@ -1,6 +1,7 @@
 """Gallery index: build, add, save, reopen, query, and refuse a different model."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -156,3 +157,17 @@ def test_clear_errors_for_bad_input(model_and_processor, benchmark_dir, photo_di
     (tmp_path / "index" / EMBEDDINGS_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="is not a gallery index"):
         GalleryIndex.open(tmp_path / "index", model, processor)
+
+
+def test_an_index_moves_together_with_its_gallery(model_and_processor, photo_dir, tmp_path):
+    model, processor = model_and_processor
+    shutil.copytree(photo_dir, tmp_path / "space" / "photos")
+    index = GalleryIndex(model, processor)
+    index.add_folder(tmp_path / "space" / "photos")
+    index.save(tmp_path / "space" / "index")
+    shutil.move(tmp_path / "space", tmp_path / "moved")
+
+    moved = GalleryIndex.open(tmp_path / "moved" / "index", model, processor)
+    hit = moved.search("a person", top_k=1)[0][0]
+    assert hit.path.startswith(str(tmp_path / "moved" / "photos"))
+    assert moved.load_image(hit.position).size == Image.open(hit.path).size

@@ -44,6 +44,8 @@ def test_cli_index_add_query_and_grid(model_dir, other_model_dir, benchmark_dir,
     assert main(["add", str(index_dir), "--images", str(photo_dir), "--person-id-from-folder"]) == 0
     assert "now holds 14" in capsys.readouterr().out
 
+    assert main(["query", str(index_dir), "a man", "a woman", "--person-id", "1", "2", "3"]) == 2
+    assert "one id or one per caption" in capsys.readouterr().err
     assert main(["query", str(index_dir), "a man", "--model", str(other_model_dir)]) == 2
     error = capsys.readouterr().err
     assert str(model_dir) in error and str(other_model_dir) in error
@@ -51,7 +53,7 @@ def test_cli_index_add_query_and_grid(model_dir, other_model_dir, benchmark_dir,
     grid = tmp_path / "out" / "result.png"
     command = [sys.executable, "-m", "ivt_search", "query", str(index_dir), "a woman in a red coat", "a man with a bag"]
     result = subprocess.run(
-        command + ["--top-k", "3", "--person-id", "3", "--grid", str(grid), "--json"],
+        command + ["--top-k", "3", "--person-id", "3", "4", "--grid", str(grid), "--json"],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -62,6 +64,10 @@ def test_cli_index_add_query_and_grid(model_dir, other_model_dir, benchmark_dir,
     with Image.open(grid) as picture:
         assert picture.format == "PNG"
         colours = {colour for _, colour in picture.convert("RGB").getcolors(maxcolors=1 << 20)}
-    expected_frames = {CORRECT_COLOUR if hit["person_id"] == 3 else WRONG_COLOUR for row in hits for hit in row}
+    expected_frames = {
+        CORRECT_COLOUR if hit["person_id"] == person_id else WRONG_COLOUR
+        for row, person_id in zip(hits, (3, 4), strict=True)
+        for hit in row
+    }
     assert expected_frames <= colours
     assert list(grid.parent.iterdir()) == [grid], "the picture is written through a temporary file"
