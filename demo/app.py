@@ -2,8 +2,9 @@
 
     python -m demo.app --index INDEX_DIR [--model FOLDER_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]
 
-As a Hugging Face Space (see demo/README.md) it reads the same settings from the environment: IVT_INDEX (default
-`index`, next to this file), IVT_MODEL (default: the model recorded in the index), IVT_TOP_K.
+In a Hugging Face Space folder made by `python -m demo.build_space` it runs as `python app.py` and reads the same
+settings from the environment: IVT_INDEX (default: `index` next to this file), IVT_MODEL (default: `model` next to
+this file if present, else the model recorded in the index), IVT_TOP_K, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from ivt_search import GalleryIndex, read_index_metadata  # noqa: E402
 from ivt_search.__main__ import load_model_and_processor  # noqa: E402
 
@@ -30,8 +28,14 @@ EXAMPLES = [
 ]
 
 
+HERE = Path(__file__).resolve().parent
+
+
 def load_gallery_index(index_dir: str | os.PathLike, model: str | None = None) -> GalleryIndex:
-    """The index at `index_dir` with its model (`model`, or the one recorded in the index)."""
+    """The index at `index_dir` with its model: `model`, else a `model` folder next to this file, else the one
+    recorded in the index."""
+    if model is None and (HERE / "model" / "config.json").is_file():
+        model = str(HERE / "model")
     model_name = model or read_index_metadata(index_dir)["model"]["name_or_path"]
     ivt, processor = load_model_and_processor(model_name, "cuda" if torch.cuda.is_available() else "cpu")
     return GalleryIndex.open(index_dir, ivt, processor)
@@ -70,7 +74,7 @@ def build_demo(index: GalleryIndex, top_k: int = 10) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.app", description="IVT person search web demo.")
-    parser.add_argument("--index", default=os.environ.get("IVT_INDEX", str(Path(__file__).resolve().parent / "index")))
+    parser.add_argument("--index", default=os.environ.get("IVT_INDEX", str(HERE / "index")))
     parser.add_argument("--model", default=os.environ.get("IVT_MODEL"), help="a saved IVT folder or a Hub repository id")
     parser.add_argument("--top-k", type=int, default=int(os.environ.get("IVT_TOP_K", "10")))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))

@@ -46,17 +46,30 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_demo(index_dir: str | os.PathLike, model: str | None = None, timeout_s: float = 120):
-    """Start `python -m demo.app` on 127.0.0.1 and a free port; yields its URL once it answers, stops it afterwards.
-    If it does not come up, the error carries the end of its output."""
+def running_demo(
+    index_dir: str | os.PathLike | None = None,
+    model: str | None = None,
+    app_dir: str | os.PathLike | None = None,
+    timeout_s: float = 120,
+):
+    """
+    Start the demo's `app.py` on 127.0.0.1 and a free port: this repository's demo/ by default, or a Space folder
+    made by `demo.build_space` (`app_dir`, run with its own copy of the packages). Yields the URL once the app answers
+    and stops it afterwards; if it does not come up, the error carries the end of its output.
+    """
     port = free_port()
-    command = [sys.executable, "-m", "demo.app", "--index", str(index_dir), "--port", str(port)]
+    repository = Path(__file__).resolve().parents[1]
+    app_dir = Path(app_dir) if app_dir else repository / "demo"
+    command = [sys.executable, "app.py", "--port", str(port), "--host", "127.0.0.1"]
+    if index_dir:
+        command += ["--index", str(Path(index_dir).resolve())]
     if model:
         command += ["--model", str(model)]
-    repository = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repository), os.environ.get("PYTHONPATH", "")])}
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    if app_dir == repository / "demo":
+        env["PYTHONPATH"] = str(repository)
     log = tempfile.TemporaryFile(mode="w+", prefix="ivt-demo-", suffix=".log")
-    process = subprocess.Popen(command, cwd=repository, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
 
     def output_tail() -> str:
@@ -125,15 +138,16 @@ def capture_search(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.screenshot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--index", required=True)
+    parser.add_argument("--index", help="an index folder (default: the app's own, e.g. in a Space folder)")
     parser.add_argument("--model", help="default: the model recorded in the index")
+    parser.add_argument("--app-dir", help="a Space folder made by demo.build_space (default: this repository's demo/)")
     parser.add_argument("--query", required=True)
     parser.add_argument("--output", default="docs/images/demo.png")
     parser.add_argument("--chromium", default=find_chromium())
     args = parser.parse_args(argv)
     if not args.chromium:
         parser.error("no chromium on PATH: install it (apt-get install chromium) or pass --chromium")
-    with running_demo(args.index, args.model) as url:
+    with running_demo(args.index, args.model, args.app_dir) as url:
         count, _ = capture_search(url, args.query, args.output, args.chromium)
     print(f"{count} results shown; screenshot -> {args.output}")
     return 0
