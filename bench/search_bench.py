@@ -110,6 +110,17 @@ def bench_size(num_images: int, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def text_encoder_latency_ms(repeats: int = 5) -> float:
+    """Median time to embed one caption with a base-size IVT (random weights; the cost does not depend on them)."""
+    from modeling_ivt import IVTConfig, IVTModel, create_processor
+
+    model = IVTModel(IVTConfig()).eval()
+    inputs = create_processor()(text=["a woman in a red coat and black trousers carrying a white handbag"])
+    with torch.no_grad():
+        model.get_text_features(**inputs)
+        return _median_latency_ms(lambda _: model.get_text_features(**inputs), torch.zeros(repeats, 1), repeats)
+
+
 def _parse_method(text: str) -> tuple[str, dict[str, int]]:
     """"HNSW32:efSearch=64" -> ("HNSW32", {"efSearch": 64})."""
     factory, _, settings = text.partition(":")
@@ -137,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         default=["HNSW32:efSearch=16", "HNSW32:efSearch=128", "IVF256,Flat:nprobe=8", "IVF256,Flat:nprobe=32"],
         help="FAISS index factory strings with optional :param=value settings",
     )
+    parser.add_argument(
+        "--skip-text-encoder", action="store_true", help="do not time one caption through a base-size IVT for scale"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", default="bench/results/search_bench.json")
@@ -157,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['gallery_size']:>8}  {row['method']:<36} {row['build_s']:8.2f} {row['single_query_ms']:11.3f} "
             f"{row['batch_query_ms']:11.4f} {row['recall_at_k']:10.2f}"
         )
+    text_ms = None if args.skip_text_encoder else text_encoder_latency_ms()
+    if text_ms is not None:
+        print(f"for scale: embedding one caption with a base-size IVT takes {text_ms:.1f} ms")
     report = {
         "command": "python -m bench.search_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
                     "torch": torch.__version__, "faiss": faiss.__version__},
         "settings": {name: value for name, value in vars(args).items() if name not in ("faiss_methods", "output")},
         "results": rows,
+        "text_encoder_single_caption_ms": text_ms,
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
