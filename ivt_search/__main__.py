@@ -37,7 +37,9 @@ def _add_gallery_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --images: each image's person id is the integer name of its folder (<person_id>/<image>)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--bf16", action="store_true", help="embed under bfloat16 autocast (fast on GPUs and bf16 CPUs)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="embed under bfloat16 autocast (fast on GPUs and bf16 CPUs)"
+    )
 
 
 def _add_images(index: GalleryIndex, args: argparse.Namespace) -> int:
@@ -80,7 +82,9 @@ def command_query(args: argparse.Namespace) -> int:
     if len(person_ids) == 1:
         person_ids = person_ids * len(args.captions)
     if len(person_ids) != len(args.captions):
-        raise ValueError(f"--person-id takes one id or one per caption: got {len(person_ids)} for {len(args.captions)} captions")
+        raise ValueError(
+            f"--person-id takes one id or one per caption: got {len(person_ids)} for {len(args.captions)} captions"
+        )
     index = _open_index(args)
     results = index.search(args.captions, top_k=args.top_k, method=args.method)
     if args.json:
