@@ -131,6 +131,8 @@ class GalleryIndex:
     """
 
     def __init__(self, model, processor, batch_size: int = 32, bf16: bool = False):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size

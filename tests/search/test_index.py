@@ -129,6 +129,8 @@ def test_faiss_search_agrees_with_exact_on_a_small_gallery(model_and_processor, 
 def test_clear_errors_for_bad_input(model_and_processor, benchmark_dir, photo_dir, tmp_path):
     model, processor = model_and_processor
     index = GalleryIndex(model, processor)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        GalleryIndex(model, processor, batch_size=0)
     with pytest.raises(ValueError, match="holds no images yet"):
         index.search("a man")
     empty = tmp_path / "empty"
