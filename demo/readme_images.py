@@ -39,19 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if search_cli(["index", args.index_dir, "--model", args.model, "--dataset", args.dataset, "--overwrite"]):
         return 1
     captions = [test[row]["captions"][0] for row in args.rows]
-    person_ids = [str(test[row]["person_id"]) for row in args.rows]
     grid = f"{args.images_dir}/search_result.png"
-    query = [
-        "query",
-        args.index_dir,
-        *captions,
-        "--top-k",
-        str(args.top_k),
-        "--person-id",
-        *person_ids,
-        "--grid",
-        grid,
-    ]
+    query = ["query", args.index_dir, *captions, "--top-k", str(args.top_k), "--grid", grid]
+    for row in args.rows:
+        query += ["--person-id", str(test[row]["person_id"])]
     if search_cli(query):
         return 1
     if find_chromium() is None:

@@ -83,7 +83,7 @@ def command_query(args: argparse.Namespace) -> int:
         person_ids = person_ids * len(args.captions)
     if len(person_ids) != len(args.captions):
         raise ValueError(
-            f"--person-id takes one id or one per caption: got {len(person_ids)} for {len(args.captions)} captions"
+            f"--person-id is given once or once per caption: got {len(person_ids)} for {len(args.captions)} captions"
         )
     index = _open_index(args)
     results = index.search(args.captions, top_k=args.top_k, method=args.method)
@@ -112,7 +112,9 @@ def command_query(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ivt_search", description=__doc__.split(";")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="embed a gallery and save a new index")
@@ -137,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--person-id",
         type=int,
-        nargs="+",
-        help="the person each caption describes (one id for all, or one per caption): frames hits green or red",
+        action="append",
+        help="the person the captions describe: once for all captions, or once per caption in order; frames hits "
+        "green (that person) or red (someone else) in the --grid picture",
     )
     query.add_argument("--grid", help="write the ranked-result picture to this PNG")
     query.add_argument("--json", action="store_true", help="print the hits as JSON")

@@ -55,8 +55,11 @@ def test_cli_index_add_query_and_grid(model_dir, other_model_dir, benchmark_dir,
     assert main(["add", str(index_dir), "--images", str(photo_dir), "--person-id-from-folder"]) == 0
     assert "now holds 14" in capsys.readouterr().out
 
-    assert main(["query", str(index_dir), "a man", "a woman", "--person-id", "1", "2", "3"]) == 2
-    assert "one id or one per caption" in capsys.readouterr().err
+    assert (
+        main(["query", str(index_dir), "a man", "a woman", "--person-id", "1", "--person-id", "2", "--person-id", "3"])
+        == 2
+    )
+    assert "once or once per caption" in capsys.readouterr().err
     assert main(["query", str(index_dir), "a man", "--model", str(other_model_dir)]) == 2
     error = capsys.readouterr().err
     assert str(model_dir) in error and str(other_model_dir) in error
@@ -72,7 +75,7 @@ def test_cli_index_add_query_and_grid(model_dir, other_model_dir, benchmark_dir,
         "a man with a bag",
     ]
     result = subprocess.run(
-        command + ["--top-k", "3", "--person-id", "3", "4", "--grid", str(grid), "--json"],
+        command + ["--top-k", "3", "--person-id", "3", "--person-id", "4", "--grid", str(grid), "--json"],
         capture_output=True,
         text=True,
         timeout=120,
