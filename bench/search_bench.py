@@ -20,7 +20,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -201,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=output.parent, prefix=f".{output.name}.", delete=False) as tmp:
-        json.dump(report, tmp, indent=1)
-    os.replace(tmp.name, output)
+    partial = output.with_name(f".{output.name}.partial")
+    partial.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    os.replace(partial, output)
     print(f"-> {output}")
     return 0
 

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -104,9 +103,9 @@ def command_query(args: argparse.Namespace) -> int:
         picture = render_ranked_results(rows, index.load_image)
         grid = Path(args.grid)
         grid.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=grid.parent, prefix=f".{grid.name}.", suffix=".png", delete=False) as tmp:
-            picture.save(tmp, format="PNG")
-        os.replace(tmp.name, grid)
+        partial = grid.with_name(f".{grid.name}.partial")
+        picture.save(partial, format="PNG")
+        os.replace(partial, grid)
         print(f"picture -> {grid}")
     return 0
 
