@@ -132,13 +132,21 @@ def top1_agreement(text_fp32, image_fp32, text_bf16, image_bf16) -> dict:
 
 def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> list[dict]:
     """Image-embedding throughput of one setting at a time on the same batches: what each lever is worth here."""
-    results = []
+    results, reference = [], {}
 
     def record(name, precision, run_model=model, grad_mode=None, context=None):
         with context or nullcontext():
             run = embedding_run(run_model, batches, "image", precision, grad_mode)
-        results.append({"setting": name, "precision": precision, "items_per_s": run["items_per_s"],
-                        "gflops": run["gflops"]})
+        reference.setdefault("embeds", run["embeds"])
+        cosine = (run["embeds"] * reference["embeds"]).sum(dim=1)
+        results.append(
+            {
+                "setting": name,
+                "items_per_s": run["items_per_s"],
+                "gflops": run["gflops"],
+                "min_cosine_to_fp32": float(cosine.min()),
+            }
+        )
 
     record("fp32, sdpa, inference_mode (default)", "fp32")
     record("fp32, no_grad instead of inference_mode", "fp32", grad_mode=torch.no_grad())
