@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from bench.run import format_report, main
+from bench.run import format_report, main, read_main_job
 
 
 def test_quick_benchmark_reports_every_section(tmp_path, capsys):
@@ -12,7 +12,7 @@ def test_quick_benchmark_reports_every_section(tmp_path, capsys):
     (main_job / "results.json").write_text(
         json.dumps({"time_to_final_metrics_s": 321.5, "wall_time_s": 400.0, "test": {"R@1": 42.5}, "num_processes": 1})
     )
-    assert main(["--quick", "--output", str(output), "--main-job", str(main_job)]) == 0
+    assert main(["--quick", "--no-compile", "--output", str(output), "--main-job", str(main_job)]) == 0
     report = json.loads(output.read_text())
     printed = capsys.readouterr().out
 
@@ -42,6 +42,4 @@ def test_quick_benchmark_reports_every_section(tmp_path, capsys):
 
 
 def test_missing_main_job_is_reported_as_not_run(tmp_path):
-    from bench.run import read_main_job
-
     assert read_main_job(tmp_path / "nowhere")["status"].startswith("not run")
