@@ -67,7 +67,7 @@ def build_demo(index: GalleryIndex, top_k: int = 10) -> gr.Blocks:
             )
             k = gr.Slider(1, min(50, len(index)), value=min(top_k, len(index)), step=1, label="Top k", scale=1)
         button = gr.Button("Search", variant="primary", elem_id="search")
-        results = gr.Gallery(label="Ranked gallery", columns=5, height=720, object_fit="contain", elem_id="results")
+        results = gr.Gallery(label="Ranked gallery", columns=5, height="auto", object_fit="contain", elem_id="results")
         gr.Examples(EXAMPLES, inputs=description)
         button.click(search, inputs=[description, k], outputs=results)
         description.submit(search, inputs=[description, k], outputs=results)
