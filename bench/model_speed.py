@@ -74,42 +74,59 @@ def _batches(tensor: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(tensor.split(batch_size))
 
 
-def embedding_run(model: IVTModel, batches: list[dict], modality: str, precision: str, grad_mode=None) -> dict:
+def _batch_flops(config: IVTConfig, batch: dict, modality: str) -> float:
+    if modality == "image":
+        return len(batch["pixel_values"]) * image_forward_flops(config)
+    batch_size, seq_len = batch["input_ids"].shape
+    return batch_size * text_forward_flops(config, seq_len)
+
+
+def embedding_runs(
+    model: IVTModel, batches: list[dict], modality: str, precisions: tuple[str, ...], grad_mode=None
+) -> dict[str, dict]:
     """
-    Embed `batches` (the first is the untimed warm-up) and return the timed throughput with every embedding
-    (normalised, float32). `grad_mode` replaces `torch.inference_mode()` for the no_grad lever.
+    Embed `batches` in each precision: the first batch is an untimed warm-up, then every further batch is run in
+    each precision in turn, so that a change in the machine's load hits all precisions alike. Returns, per
+    precision, the timed throughput and every embedding (normalised, float32). `grad_mode` replaces
+    `torch.inference_mode()` (the no_grad lever).
     """
     encode = model.get_image_features if modality == "image" else model.get_text_features
-    embeds = []
+    embeds = {precision: [] for precision in precisions}
+    seconds = dict.fromkeys(precisions, 0.0)
+    warmup_seconds = {}
 
-    def run(batch):
+    def run(batch, precision):
+        start = time.perf_counter()
         with grad_mode or torch.inference_mode(), autocast_context(precision):
             features = encode(**batch).pooler_output
-        embeds.append(torch.nn.functional.normalize(features.float(), dim=-1))
+        elapsed = time.perf_counter() - start
+        embeds[precision].append(torch.nn.functional.normalize(features.float(), dim=-1))
+        return elapsed
 
-    warmup_start = time.perf_counter()
-    run(batches[0])
-    warmup_seconds = time.perf_counter() - warmup_start
+    for precision in precisions:
+        warmup_seconds[precision] = run(batches[0], precision)
     timed = batches[1:] or batches
-    timing = time_calls(lambda: [run(batch) for batch in timed], budget_s=0.0, warmup=0)
-    if len(batches) == 1:
-        embeds.pop()
+    for batch in timed:
+        for precision in precisions:
+            seconds[precision] += run(batch, precision)
     items = sum(len(next(iter(batch.values()))) for batch in timed)
-    if modality == "image":
-        flops = items * image_forward_flops(model.config)
-    else:
-        flops = sum(
-            batch["input_ids"].shape[0] * text_forward_flops(model.config, batch["input_ids"].shape[1])
-            for batch in timed
-        )
+    flops = sum(_batch_flops(model.config, batch, modality) for batch in timed)
     return {
-        "items": items,
-        "seconds": timing.seconds_per_call,
-        "warmup_seconds": warmup_seconds,
-        "items_per_s": items / timing.seconds_per_call,
-        "gflops": flops / timing.seconds_per_call / 1e9,
-        "embeds": torch.cat(embeds),
+        precision: {
+            "items": items,
+            "seconds": seconds[precision],
+            "warmup_seconds": warmup_seconds[precision],
+            "items_per_s": items / seconds[precision],
+            "gflops": flops / seconds[precision] / 1e9,
+            "embeds": torch.cat(embeds[precision][: len(batches)]),
+        }
+        for precision in precisions
     }
+
+
+def embedding_run(model: IVTModel, batches: list[dict], modality: str, precision: str, grad_mode=None) -> dict:
+    """`embedding_runs` for one precision."""
+    return embedding_runs(model, batches, modality, (precision,), grad_mode)[precision]
 
 
 def image_batches(processor: IVTProcessor, images: list, batch_size: int) -> list[dict]:
@@ -188,22 +205,27 @@ def profile_table(model: IVTModel, batch: dict, precision: str, rows: int = 12) 
     return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def training_run(config: IVTConfig, processor: IVTProcessor, data: BenchData, items: int, precision: str) -> dict:
+def training_runs(
+    config: IVTConfig, processor: IVTProcessor, data: BenchData, items: int, precisions: tuple[str, ...]
+) -> dict[str, dict]:
     """
-    One warm-up and one timed SGD step of IVT fine-tuning: `items` pairs x 3 MLA views = 3 x `items` (image, caption)
-    pairs through the model in training mode (token dropping and drop path on), CMPM loss, backward, SGD momentum.
-    The same token drops and drop-path draws in every step and precision.
+    IVT fine-tuning steps: `items` pairs x 3 MLA views = 3 x `items` (image, caption) pairs through the model in
+    training mode (token dropping and drop path on), CMPM loss, backward, SGD momentum. One model per precision,
+    identically initialised; a warm-up step each, then one timed step each in turn (load changes hit all alike).
+    Every step draws the same token drops and drop paths.
     """
-    model = build_model(config).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4)
     rows = [data.caption_image[index] for index in range(items)]
-    views_of_images = [data.images[row] for row in rows] * 3
-    captions = [data.captions[index] for index in range(items)] * 3
-    inputs = dict(processor(text=captions, images=views_of_images))
+    inputs = dict(processor(text=[data.captions[index] for index in range(items)] * 3,
+                            images=[data.images[row] for row in rows] * 3))
     person_ids = torch.tensor([data.person_ids[row] for row in rows] * 3)
     generator = torch.Generator()
+    trainers = {}
+    for precision in precisions:
+        model = build_model(config).train()
+        trainers[precision] = (model, torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4))
 
-    def step():
+    def step(precision):
+        model, optimizer = trainers[precision]
         torch.manual_seed(0)
         generator.manual_seed(0)
         with autocast_context(precision):
@@ -213,20 +235,24 @@ def training_run(config: IVTConfig, processor: IVTProcessor, data: BenchData, it
         optimizer.zero_grad(set_to_none=True)
         return float(loss)
 
-    step()
-    with peak_rss() as memory:
-        timing = time_calls(step, budget_s=0.0, warmup=0)
+    for precision in precisions:
+        step(precision)
     pairs = 3 * items
     flops = training_step_flops(config, pairs, inputs["input_ids"].shape[1])
-    return {
-        "pairs": pairs,
-        "seconds_per_step": timing.seconds_per_call,
-        "pairs_per_s": pairs / timing.seconds_per_call,
-        "gflops": flops / timing.seconds_per_call / 1e9,
-        "peak_rss_mib": memory.peak_mib,
-        "peak_rss_increase_mib": memory.increase_mib,
-        "loss": timing.result,
-    }
+    results = {}
+    for precision in precisions:
+        with peak_rss() as memory:
+            timing = time_calls(lambda: step(precision), budget_s=0.0, warmup=0)
+        results[precision] = {
+            "pairs": pairs,
+            "seconds_per_step": timing.seconds_per_call,
+            "pairs_per_s": pairs / timing.seconds_per_call,
+            "gflops": flops / timing.seconds_per_call / 1e9,
+            "peak_rss_mib": memory.peak_mib,
+            "peak_rss_increase_mib": memory.increase_mib,
+            "loss": timing.result,
+        }
+    return results
 
 
 def trained_model_agreement(model_dir: Path, data: BenchData) -> dict:
@@ -235,11 +261,9 @@ def trained_model_agreement(model_dir: Path, data: BenchData) -> dict:
     processor = IVTProcessor.from_pretrained(model_dir)
     images = image_batches(processor, data.images, 8)
     texts = text_batches(processor, data.captions, 16)
-    runs = {
-        precision: (embedding_run(model, texts, "text", precision)["embeds"],
-                    embedding_run(model, images, "image", precision)["embeds"])
-        for precision in ("fp32", "bf16")
-    }
+    text_runs = embedding_runs(model, texts, "text", ("fp32", "bf16"))
+    image_runs = embedding_runs(model, images, "image", ("fp32", "bf16"))
+    runs = {precision: (text_runs[precision]["embeds"], image_runs[precision]["embeds"]) for precision in text_runs}
     return {
         "model": str(model_dir),
         "image": agreement(runs["fp32"][1], runs["bf16"][1]),
