@@ -20,10 +20,10 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import faiss
 import torch
 
 from ivt_search.index import build_faiss_index, exact_top_k
@@ -40,7 +40,9 @@ def synthetic_gallery(
     """
     generator = torch.Generator().manual_seed(seed)
     latent_dim = intrinsic_dim or dim
-    projection = torch.randn(latent_dim, dim, generator=generator) / latent_dim**0.5 if intrinsic_dim else torch.eye(dim)
+    projection = (
+        torch.randn(latent_dim, dim, generator=generator) / latent_dim**0.5 if intrinsic_dim else torch.eye(dim)
+    )
     num_people = max(num_images // images_per_person, 1)
     centres = torch.randn(num_people, latent_dim, generator=generator)
     person_of_image = torch.arange(num_images) % num_people
@@ -78,12 +80,17 @@ def bench_size(num_images: int, args: argparse.Namespace) -> list[dict]:
     rows = []
 
     start = time.perf_counter()
-    exact_scores, exact_positions = exact_top_k(queries, gallery, k)
+    _, exact_positions = exact_top_k(queries, gallery, k)
     batch_s = time.perf_counter() - start
     single_ms = _median_latency_ms(lambda q: exact_top_k(q, gallery, k), queries, args.single_queries)
     rows.append(
-        dict(method="exact (torch matmul + topk)", build_s=0.0, single_query_ms=single_ms,
-             batch_query_ms=1000 * batch_s / len(queries), recall_at_k=100.0)
+        {
+            "method": "exact (torch matmul + topk)",
+            "build_s": 0.0,
+            "single_query_ms": single_ms,
+            "batch_query_ms": 1000 * batch_s / len(queries),
+            "recall_at_k": 100.0,
+        }
     )
 
     for factory, parameters in args.faiss_methods:
@@ -91,20 +98,24 @@ def bench_size(num_images: int, args: argparse.Namespace) -> list[dict]:
         index = build_faiss_index(gallery, string_factory=factory)
         build_s = time.perf_counter() - start
         for name, value in parameters.items():
-            import faiss
-
             faiss.ParameterSpace().set_index_parameter(index.faiss_index, name, value)
         query_array = queries.numpy()
         start = time.perf_counter()
         _, positions = index.search_batch(query_array, k=k)
         batch_s = time.perf_counter() - start
-        single_ms = _median_latency_ms(lambda q: index.search_batch(q.numpy(), k=k), queries, args.single_queries)
+        single_ms = _median_latency_ms(
+            lambda q, index=index: index.search_batch(q.numpy(), k=k), queries, args.single_queries
+        )
         label = factory + "".join(f" {name}={value}" for name, value in parameters.items())
         rows.append(
-            dict(method=f"faiss {label}", build_s=build_s, single_query_ms=single_ms,
-                 batch_query_ms=1000 * batch_s / len(queries), recall_at_k=recall_at_k(torch.from_numpy(positions), exact_positions))
+            {
+                "method": f"faiss {label}",
+                "build_s": build_s,
+                "single_query_ms": single_ms,
+                "batch_query_ms": 1000 * batch_s / len(queries),
+                "recall_at_k": recall_at_k(torch.from_numpy(positions), exact_positions),
+            }
         )
-        del index
     for row in rows:
         row["gallery_size"] = num_images
     return rows
@@ -122,7 +133,7 @@ def text_encoder_latency_ms(repeats: int = 5) -> float:
 
 
 def _parse_method(text: str) -> tuple[str, dict[str, int]]:
-    """"HNSW32:efSearch=64" -> ("HNSW32", {"efSearch": 64})."""
+    """ "HNSW32:efSearch=64" -> ("HNSW32", {"efSearch": 64})."""
     factory, _, settings = text.partition(":")
     parameters = {}
     for setting in filter(None, settings.split(",")):
@@ -157,15 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.faiss_methods = [_parse_method(text) for text in args.faiss]
 
-    import faiss
-
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     rows = []
     for size in args.sizes:
         rows.extend(bench_size(size, args))
 
-    print(f"{'gallery':>8}  {'method':<36} {'build s':>8} {'1 query ms':>11} {'batch ms/q':>11} {'recall@' + str(args.top_k):>10}")
+    print(
+        f"{'gallery':>8}  {'method':<36} {'build s':>8} {'1 query ms':>11} {'batch ms/q':>11} {'recall@' + str(args.top_k):>10}"
+    )
     for row in rows:
         print(
             f"{row['gallery_size']:>8}  {row['method']:<36} {row['build_s']:8.2f} {row['single_query_ms']:11.3f} "
@@ -176,17 +187,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"for scale: embedding one caption with a base-size IVT takes {text_ms:.1f} ms")
     report = {
         "command": "python -m bench.search_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "torch": torch.__version__, "faiss": faiss.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "faiss": faiss.__version__,
+        },
         "settings": {name: value for name, value in vars(args).items() if name not in ("faiss_methods", "output")},
         "results": rows,
         "text_encoder_single_caption_ms": text_ms,
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=output.parent, prefix=f".{output.name}.", delete=False) as tmp:
-        json.dump(report, tmp, indent=1)
-    os.replace(tmp.name, output)
+    partial = output.with_name(f".{output.name}.partial")
+    partial.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    os.replace(partial, output)
     print(f"-> {output}")
     return 0
 

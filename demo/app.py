@@ -16,11 +16,11 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
-import torch  # noqa: E402
+import gradio as gr
+import torch
 
-from ivt_search import GalleryIndex, read_index_metadata  # noqa: E402
-from ivt_search.__main__ import load_model_and_processor  # noqa: E402
+from ivt_search import GalleryIndex, read_index_metadata
+from ivt_search.__main__ import load_model_and_processor
 
 EXAMPLES = [
     "A woman in a red coat and black trousers, carrying a white handbag.",
@@ -62,7 +62,9 @@ def build_demo(index: GalleryIndex, top_k: int = 10) -> gr.Blocks:
             f"description (model: `{index.model_name}`)."
         )
         with gr.Row():
-            description = gr.Textbox(label="Description", placeholder=EXAMPLES[0], lines=2, scale=4, elem_id="description")
+            description = gr.Textbox(
+                label="Description", placeholder=EXAMPLES[0], lines=2, scale=4, elem_id="description"
+            )
             k = gr.Slider(1, min(50, len(index)), value=min(top_k, len(index)), step=1, label="Top k", scale=1)
         button = gr.Button("Search", variant="primary", elem_id="search")
         results = gr.Gallery(label="Ranked gallery", columns=5, height=720, object_fit="contain", elem_id="results")
@@ -75,7 +77,9 @@ def build_demo(index: GalleryIndex, top_k: int = 10) -> gr.Blocks:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.app", description="IVT person search web demo.")
     parser.add_argument("--index", default=os.environ.get("IVT_INDEX", str(HERE / "index")))
-    parser.add_argument("--model", default=os.environ.get("IVT_MODEL"), help="a saved IVT folder or a Hub repository id")
+    parser.add_argument(
+        "--model", default=os.environ.get("IVT_MODEL"), help="a saved IVT folder or a Hub repository id"
+    )
     parser.add_argument("--top-k", type=int, default=int(os.environ.get("IVT_TOP_K", "10")))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))

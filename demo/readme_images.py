@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a saved IVT folder or a Hub repository id")
     parser.add_argument("--dataset", default="data/drawn-pedestrians")
     parser.add_argument("--index-dir", default="outputs/search-index-drawn-pedestrians")
-    parser.add_argument("--rows", type=int, nargs="+", default=[0, 37], help="test rows whose first caption is queried")
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[0, 37], help="test rows whose first caption is queried"
+    )
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--images-dir", default="docs/images")
     args = parser.parse_args(argv)
@@ -37,15 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     if search_cli(["index", args.index_dir, "--model", args.model, "--dataset", args.dataset, "--overwrite"]):
         return 1
     captions = [test[row]["captions"][0] for row in args.rows]
-    person_ids = [str(test[row]["person_id"]) for row in args.rows]
     grid = f"{args.images_dir}/search_result.png"
-    query = ["query", args.index_dir, *captions, "--top-k", str(args.top_k), "--person-id", *person_ids, "--grid", grid]
+    query = ["query", args.index_dir, *captions, "--top-k", str(args.top_k), "--grid", grid]
+    for row in args.rows:
+        query += ["--person-id", str(test[row]["person_id"])]
     if search_cli(query):
         return 1
     if find_chromium() is None:
         print("no chromium on PATH: skipped docs/images/demo.png", file=sys.stderr)
         return 1
-    return screenshot_cli(["--index", args.index_dir, "--query", captions[0], "--output", f"{args.images_dir}/demo.png"])
+    return screenshot_cli(
+        ["--index", args.index_dir, "--query", captions[0], "--output", f"{args.images_dir}/demo.png"]
+    )
 
 
 if __name__ == "__main__":

@@ -68,39 +68,38 @@ def running_demo(
     env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     if app_dir == repository / "demo":
         env["PYTHONPATH"] = str(repository)
-    log = tempfile.TemporaryFile(mode="w+", prefix="ivt-demo-", suffix=".log")
-    process = subprocess.Popen(command, cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryFile(mode="w+", prefix="ivt-demo-", suffix=".log") as log:
+        process = subprocess.Popen(command, cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    def output_tail() -> str:
-        log.seek(0)
-        return log.read()[-3000:]
+        def output_tail() -> str:
+            log.seek(0)
+            return log.read()[-3000:]
 
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"the demo exited with code {process.returncode} before serving {url}:\n{output_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the demo did not answer at {url} within {timeout_s} s:\n{output_tail()}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"the demo exited with code {process.returncode} before serving {url}:\n{output_tail()}"
+                    )
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the demo did not answer at {url} within {timeout_s} s:\n{output_tail()}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def capture_search(
@@ -114,7 +113,11 @@ def capture_search(
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ivt-demo-chromium-") as profile, sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": 900}
+            profile,
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
         )
         try:
             page = browser.new_page()

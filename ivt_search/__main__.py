@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -37,7 +36,9 @@ def _add_gallery_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --images: each image's person id is the integer name of its folder (<person_id>/<image>)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--bf16", action="store_true", help="embed under bfloat16 autocast (fast on GPUs and bf16 CPUs)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="embed under bfloat16 autocast (fast on GPUs and bf16 CPUs)"
+    )
 
 
 def _add_images(index: GalleryIndex, args: argparse.Namespace) -> int:
@@ -80,7 +81,9 @@ def command_query(args: argparse.Namespace) -> int:
     if len(person_ids) == 1:
         person_ids = person_ids * len(args.captions)
     if len(person_ids) != len(args.captions):
-        raise ValueError(f"--person-id takes one id or one per caption: got {len(person_ids)} for {len(args.captions)} captions")
+        raise ValueError(
+            f"--person-id is given once or once per caption: got {len(person_ids)} for {len(args.captions)} captions"
+        )
     index = _open_index(args)
     results = index.search(args.captions, top_k=args.top_k, method=args.method)
     if args.json:
@@ -100,15 +103,17 @@ def command_query(args: argparse.Namespace) -> int:
         picture = render_ranked_results(rows, index.load_image)
         grid = Path(args.grid)
         grid.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=grid.parent, prefix=f".{grid.name}.", suffix=".png", delete=False) as tmp:
-            picture.save(tmp, format="PNG")
-        os.replace(tmp.name, grid)
+        partial = grid.with_name(f".{grid.name}.partial")
+        picture.save(partial, format="PNG")
+        os.replace(partial, grid)
         print(f"picture -> {grid}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ivt_search", description=__doc__.split(";")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="embed a gallery and save a new index")
@@ -133,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--person-id",
         type=int,
-        nargs="+",
-        help="the person each caption describes (one id for all, or one per caption): frames hits green or red",
+        action="append",
+        help="the person the captions describe: once for all captions, or once per caption in order; frames hits "
+        "green (that person) or red (someone else) in the --grid picture",
     )
     query.add_argument("--grid", help="write the ranked-result picture to this PNG")
     query.add_argument("--json", action="store_true", help="print the hits as JSON")

@@ -63,7 +63,7 @@ def model_fingerprint(model, processor) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     image_processor = processor.image_processor
     settings = {
         "size": dict(image_processor.size),
@@ -109,7 +109,9 @@ def _load_split(dataset_path: str | os.PathLike, split: str | None) -> datasets.
     loaded = datasets.load_from_disk(str(dataset_path))
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise ValueError(f"dataset {dataset_path} has splits {sorted(loaded)}; choose one with split= (got {split!r})")
+            raise ValueError(
+                f"dataset {dataset_path} has splits {sorted(loaded)}; choose one with split= (got {split!r})"
+            )
         loaded = loaded[split]
     missing = {"image", "image_path"} - set(loaded.column_names)
     if missing:
@@ -129,6 +131,8 @@ class GalleryIndex:
     """
 
     def __init__(self, model, processor, batch_size: int = 32, bf16: bool = False):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
@@ -240,7 +244,8 @@ class GalleryIndex:
         new_images = [{"path": image_paths[row], "person_id": person_ids[row], "row": row} for row in rows]
         image_column = split_ds.select_columns(["image"])
         batches = (
-            image_column[rows[start : start + self.batch_size]]["image"] for start in range(0, len(rows), self.batch_size)
+            image_column[rows[start : start + self.batch_size]]["image"]
+            for start in range(0, len(rows), self.batch_size)
         )
         embeds = self._embed_image_batches(batches, len(rows), f"Embedding {dataset_path.name}/{split}")
         self._append(source, new_images, embeds)
@@ -324,7 +329,9 @@ class GalleryIndex:
             "embedding_dim": int(self.image_embeds.shape[1]),
             "num_images": len(self.images),
             "model": {"name_or_path": self.model_name, "fingerprint": self.fingerprint},
-            "sources": [_relocate(source, lambda path: os.path.relpath(path, index_dir.resolve())) for source in self.sources],
+            "sources": [
+                _relocate(source, lambda path: os.path.relpath(path, index_dir.resolve())) for source in self.sources
+            ],
             "images": self.images,
         }
         staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.saving-", dir=index_dir.parent))

@@ -11,8 +11,8 @@ from tests.search.test_index import load
 pytest.importorskip("gradio", reason="the demo needs the optional extra: pip install -e '.[demo]'")
 pytest.importorskip("playwright", reason="the browser test needs playwright: pip install -e '.[demo]'")
 
-from demo.build_space import build_space  # noqa: E402
-from demo.screenshot import capture_search, find_chromium, running_demo  # noqa: E402
+from demo.build_space import build_space
+from demo.screenshot import capture_search, find_chromium, running_demo
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

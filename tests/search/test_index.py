@@ -41,7 +41,10 @@ def test_split_index_ranks_like_the_model(model_and_processor, benchmark_dir):
         assert [hit.rank for hit in hits] == [1, 2, 3, 4]
         assert [hit.person_id for hit in hits] == [test[p]["person_id"] for p in positions.tolist()]
         assert all(hit.path.endswith(test[p]["image_path"]) for hit, p in zip(hits, positions.tolist(), strict=True))
-    assert index.load_image(expected.indices[0, 0].item()).tobytes() == test[expected.indices[0, 0].item()]["image"].tobytes()
+    assert (
+        index.load_image(expected.indices[0, 0].item()).tobytes()
+        == test[expected.indices[0, 0].item()]["image"].tobytes()
+    )
 
 
 def test_add_save_reopen_and_add_again(model_and_processor, benchmark_dir, photo_dir, tmp_path):
@@ -116,13 +119,18 @@ def test_faiss_search_agrees_with_exact_on_a_small_gallery(model_and_processor, 
     for exact_hits, approximate_hits in zip(exact, approximate, strict=True):
         assert [h.position for h in approximate_hits] == [h.position for h in exact_hits]
         torch.testing.assert_close(
-            torch.tensor([h.score for h in approximate_hits]), torch.tensor([h.score for h in exact_hits]), atol=1e-5, rtol=1e-5
+            torch.tensor([h.score for h in approximate_hits]),
+            torch.tensor([h.score for h in exact_hits]),
+            atol=1e-5,
+            rtol=1e-5,
         )
 
 
 def test_clear_errors_for_bad_input(model_and_processor, benchmark_dir, photo_dir, tmp_path):
     model, processor = model_and_processor
     index = GalleryIndex(model, processor)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        GalleryIndex(model, processor, batch_size=0)
     with pytest.raises(ValueError, match="holds no images yet"):
         index.search("a man")
     empty = tmp_path / "empty"
