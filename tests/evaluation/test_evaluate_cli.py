@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from transformers import AutoModel, AutoProcessor
+
+from dataset_scripts import views
+from training.evaluate import main
+from training.metrics import full_sort_retrieval_metrics
+from training.retrieval import embed_captions, embed_images, evaluate_split
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    model = AutoModel.from_pretrained(tiny_model_dir).eval()
+    return model, AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+def test_embeddings_are_normalised_and_independent_of_batching(loaded, tiny_benchmark):
+    model, processor = loaded
+    test_split = datasets.load_from_disk(str(tiny_benchmark))["test"]
+    captions, _ = views.queries(test_split)
+    gallery = views.gallery(test_split)
+
+    text_embeds = embed_captions(model, processor, captions, batch_size=4)
+    image_embeds = embed_images(model, processor, gallery, batch_size=4)
+    assert text_embeds.shape == (30, 32) and image_embeds.shape == (15, 32)
+    assert text_embeds.dtype == image_embeds.dtype == torch.float32 and text_embeds.device.type == "cpu"
+    torch.testing.assert_close(text_embeds.norm(dim=1), torch.ones(30))
+
+    with torch.no_grad():
+        single = model.get_text_features(**processor(text=[captions[7]])).pooler_output[0]
+    torch.testing.assert_close(text_embeds[7], torch.nn.functional.normalize(single, dim=0), atol=1e-5, rtol=1e-5)
+    pil_images = [gallery[index]["image"] for index in range(len(gallery))]
+    torch.testing.assert_close(embed_images(model, processor, pil_images, batch_size=64), image_embeds, atol=1e-5, rtol=1e-5)
+    assert not model.training
+
+
+def test_evaluate_split_scores_queries_against_the_gallery(loaded, tiny_benchmark):
+    model, processor = loaded
+    test_split = datasets.load_from_disk(str(tiny_benchmark))["test"]
+    captions, query_person_ids = views.queries(test_split)
+    gallery = views.gallery(test_split)
+    expected = full_sort_retrieval_metrics(
+        embed_captions(model, processor, captions),
+        embed_images(model, processor, gallery),
+        query_person_ids,
+        torch.tensor(gallery["person_id"]),
+    )
+    assert evaluate_split(model, processor, test_split, batch_size=8) == pytest.approx(expected, abs=1e-4)
+
+
+def test_cli_prints_the_table_and_writes_json(tiny_model_dir, tiny_benchmark, tmp_path, capsys, loaded):
+    output = tmp_path / "results" / "metrics.json"
+    assert main(["--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads(output.read_text())
+    model, processor = loaded
+    test_split = datasets.load_from_disk(str(tiny_benchmark))["test"]
+    assert written["metrics"] == pytest.approx(evaluate_split(model, processor, test_split), abs=1e-4)
+    assert (written["split"], written["num_queries"], written["num_gallery"]) == ("test", 30, 15)
+    assert "| R@1 | R@5 | R@10 | mAP | mINP |" in printed
+    assert f"{written['metrics']['mAP']:.2f}" in printed
+    assert not list(output.parent.glob("*.partial"))
+
+
+def test_cli_names_a_missing_split_and_a_non_benchmark_folder(tiny_model_dir, tiny_benchmark, tmp_path):
+    with pytest.raises(SystemExit, match=r"--split dev: .* has the splits \['test', 'train', 'validation'\]"):
+        main(["--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark), "--split", "dev"])
+    with pytest.raises(SystemExit, match="not a built benchmark"):
+        main(["--model", str(tiny_model_dir), "--dataset", str(tmp_path)])
+
+
+def test_cli_runs_as_a_script(tiny_model_dir, tiny_benchmark, tmp_path):
+    output = tmp_path / "metrics.json"
+    command = [sys.executable, "training/evaluate.py", "--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark)]
+    completed = subprocess.run(
+        [*command, "--output", str(output)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert set(json.loads(output.read_text())["metrics"]) == {"R@1", "R@5", "R@10", "mAP", "mINP"}

@@ -1,0 +1,97 @@
+"""Evaluate a saved or Hub IVT model on a built benchmark split: text-to-image R@1, R@5, R@10, mAP and mINP.
+
+    python training/evaluate.py --model outputs/ivt-drawn-pedestrians/best --dataset data/drawn-pedestrians
+    python training/evaluate.py --model user/ivt-cuhk-pedes --dataset data/cuhk-pedes --split test --output m.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script, this file's folder would come first on sys.path and this file would shadow the `evaluate`
+    # library for every later import; the repository root is what the imports below need instead.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import datasets  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoModel, AutoProcessor  # noqa: E402
+
+import modeling_ivt  # noqa: E402,F401  (registers "ivt" with the Auto classes)
+from training.metrics import METRIC_NAMES  # noqa: E402
+from training.retrieval import evaluate_split  # noqa: E402
+
+
+def format_metrics_table(metrics: dict[str, float]) -> str:
+    """A Markdown table with one column per metric, two decimals."""
+    header = "| " + " | ".join(METRIC_NAMES) + " |"
+    rule = "|" + "|".join("---:" for _ in METRIC_NAMES) + "|"
+    values = "| " + " | ".join(f"{metrics[name]:.2f}" for name in METRIC_NAMES) + " |"
+    return "\n".join([header, rule, values])
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write through a temporary file in the same folder, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
+    path = Path(dataset_dir)
+    if not (path / "dataset_dict.json").is_file():
+        raise SystemExit(f"--dataset {dataset_dir}: not a built benchmark (no dataset_dict.json); build it first")
+    dataset_dict = datasets.load_from_disk(str(path))
+    if split not in dataset_dict:
+        raise SystemExit(f"--split {split}: {dataset_dir} has the splits {sorted(dataset_dict)}")
+    return dataset_dict[split]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python training/evaluate.py",
+        description="Text-to-image retrieval metrics of an IVT model on a built benchmark split (IRRA's protocol).",
+    )
+    parser.add_argument("--model", required=True, help="saved model folder or Hub repo id (model + processor)")
+    parser.add_argument("--dataset", required=True, help="built benchmark folder (dataset_scripts.build output)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--output", type=Path, help="write the metrics and run details to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=64, help="captions or images embedded at once")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    split_ds = load_split(args.dataset, args.split)
+    model = AutoModel.from_pretrained(
+        args.model, revision=args.revision, trust_remote_code=True, dtype=torch.float32
+    ).eval()
+    processor = AutoProcessor.from_pretrained(args.model, revision=args.revision, trust_remote_code=True)
+    metrics = evaluate_split(model, processor, split_ds, batch_size=args.batch_size)
+    print(f"{args.model} on {args.dataset} ({args.split}, {len(split_ds)} gallery images)")
+    print(format_metrics_table(metrics))
+    if args.output is not None:
+        num_queries = sum(len(captions) for captions in split_ds["captions"])
+        write_json(
+            args.output,
+            {
+                "model": args.model,
+                "dataset": args.dataset,
+                "split": args.split,
+                "num_queries": num_queries,
+                "num_gallery": len(split_ds),
+                "metrics": metrics,
+            },
+        )
+        print(f"metrics written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
