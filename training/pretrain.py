@@ -291,9 +291,9 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
     running: dict[str, list[float]] = {}
     last_losses: dict[str, float] = {}
-    for pairs in stream:
-        if progress.global_step >= total_steps:
-            break
+    batches = iter(stream)
+    while progress.global_step < total_steps:
+        pairs = next(batches)
         draw_seed = derived_seed(config.seed, "pretrain", stream.batches_consumed, accelerator.process_index)
         collator.rng.seed(draw_seed)
         batch = {name: tensor.to(accelerator.device) for name, tensor in collator(pairs).items()}
