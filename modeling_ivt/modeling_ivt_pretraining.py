@@ -31,7 +31,9 @@ class IVTForPreTrainingOutput(ModelOutput):
             similarity / temperature) of every local caption against the images of all processes.
         itm_logits (`torch.FloatTensor` of shape `(3 * batch_size, 2)`): match / no-match logits of the positive
             pairs, then of (image, hard negative caption), then of (hard negative image, caption).
-        mlm_logits (`torch.FloatTensor` of shape `(batch_size, text_length, vocab_size)`): MLM prediction scores.
+        mlm_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`): MLM prediction scores of the
+            masked positions only (`mlm_labels != -100`, in row-major order): the vocabulary projection of every
+            other token would cost most of the step and feed no loss.
         text_embeds, image_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`): L2-normalised [CLS].
         temperature (`torch.FloatTensor` of shape `()`): the clamped ITC temperature used.
     """
@@ -412,8 +414,9 @@ class IVTForPreTraining(IVTPreTrainedModel):
                 self.ivt.text_embeddings(mlm_input_ids), attention_mask, "text", drop=False, generator=None
             )
             mlm_hidden = self.fusion_encoder(masked_text, attention_mask, image_hidden, image_mask)
-            mlm_logits = self.mlm_head(mlm_hidden)
-            loss_mlm = masked_language_modeling_loss(mlm_logits, mlm_labels)
+            masked = mlm_labels != -100
+            mlm_logits = self.mlm_head(mlm_hidden[masked])
+            loss_mlm = masked_language_modeling_loss(mlm_logits, mlm_labels[masked])
             loss = loss + self.config.mlm_loss_weight * loss_mlm
         loss_cmpm = None
         if self.config.cmpm_loss_weight:

@@ -182,3 +182,23 @@ def test_mismatched_inputs_are_refused_with_a_clear_error():
     batch["pair_ids"] = batch["pair_ids"][:3]
     with pytest.raises(ValueError, match="4 captions, 4 images and 3 pair_ids"):
         model(**batch)
+
+
+def test_mlm_logits_cover_the_masked_positions_and_match_the_head_on_the_full_sequence():
+    torch.manual_seed(0)
+    model = IVTForPreTraining(tiny_pretraining_config()).eval()
+    batch = _batch()
+    batch["mlm_labels"][0, 4] = batch["input_ids"][0, 4]
+    with torch.no_grad():
+        out = model(**batch)
+        masked_text, _ = model._encode(
+            model.ivt.text_embeddings(batch["mlm_input_ids"]), batch["attention_mask"], "text", drop=False, generator=None
+        )
+        image_hidden, _ = model._encode(
+            model.ivt.image_embeddings(batch["pixel_values"]), None, "image", drop=False, generator=None
+        )
+        full = model.mlm_head(model.fusion_encoder(masked_text, batch["attention_mask"], image_hidden))
+    positions = (batch["mlm_labels"] != -100).nonzero().tolist()
+    assert out.mlm_logits.shape == (5, 30522) and positions[:2] == [[0, 2], [0, 4]]
+    torch.testing.assert_close(out.mlm_logits, torch.stack([full[row, column] for row, column in positions]))
+    torch.testing.assert_close(out.mlm_loss, masked_language_modeling_loss(full, batch["mlm_labels"]))
