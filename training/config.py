@@ -139,6 +139,7 @@ class TrainingConfig:
     itm_loss_weight: float = _option(1.0, "pre-training: weight of the image-text matching loss (hard negatives)")
     mlm_loss_weight: float = _option(1.0, "pre-training: weight of the masked language modelling loss")
     cmpm_loss_weight: float = _option(0.0, "pre-training: weight of the optional CMPM loss on the pairs (0: off)")
+    temperature_init: float = _option(0.5, "pre-training: initial ITC temperature (0.5 as released; learnable)")
     mlm_probability: float = _option(0.25, "pre-training: share of caption tokens masked (whole words)")
     mlm_max_masked_tokens: int = _option(8, "pre-training: at most this many masked tokens per caption")
     max_caption_words: int = _option(50, "pre-training: captions are cut to this many words")

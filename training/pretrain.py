@@ -164,6 +164,7 @@ def build_pretraining_model(config: TrainingConfig):
         "itm_loss_weight": config.itm_loss_weight,
         "mlm_loss_weight": config.mlm_loss_weight,
         "cmpm_loss_weight": config.cmpm_loss_weight,
+        "temperature_init": config.temperature_init,
     }
     saved_config = Path(config.init) / "config.json"
     if saved_config.is_file() and "IVTForPreTraining" in json.loads(saved_config.read_text()).get("architectures", []):
