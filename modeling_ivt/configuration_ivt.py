@@ -109,7 +109,9 @@ class IVTConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         fusion_heads = fusion_num_attention_heads or num_attention_heads
         if hidden_size % fusion_heads != 0:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by fusion_num_attention_heads ({fusion_heads})")
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by fusion_num_attention_heads ({fusion_heads})"
+            )
         self.fusion_num_hidden_layers = fusion_num_hidden_layers
         self.fusion_num_attention_heads = fusion_heads
         self.fusion_intermediate_size = fusion_intermediate_size or intermediate_size

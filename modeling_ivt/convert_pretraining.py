@@ -99,7 +99,9 @@ def encoder_from_pretraining(
         old_config = IVTConfig.from_pretrained(folder)
         state_dict = load_state_dict_file(folder)
         if any(key.startswith("ivt.") for key in state_dict):
-            state_dict = {key.removeprefix("ivt."): value for key, value in state_dict.items() if key.startswith("ivt.")}
+            state_dict = {
+                key.removeprefix("ivt."): value for key, value in state_dict.items() if key.startswith("ivt.")
+            }
     overrides = dict(config_overrides)
     if patch_stride is not None:
         overrides["patch_stride"] = patch_stride

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
@@ -421,7 +420,8 @@ class IVTForPreTraining(IVTPreTrainedModel):
         loss_cmpm = None
         if self.config.cmpm_loss_weight:
             loss_cmpm = cmpm_loss(
-                _gather_with_grad(image_features), _gather_with_grad(text_features),
+                _gather_with_grad(image_features),
+                _gather_with_grad(text_features),
                 all_pair_ids,
             )
             loss = loss + self.config.cmpm_loss_weight * loss_cmpm

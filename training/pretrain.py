@@ -199,7 +199,7 @@ tags:
 # IVT pre-trained with ITC + ITM + MLM
 
 IVT's shared image/text encoder with a {config.fusion_num_hidden_layers}-layer fusion encoder, pre-trained on
-{corpus} for {results['trained_steps']} steps ({results['num_processes']} process(es), {results['effective_batch_size']}
+{corpus} for {results["trained_steps"]} steps ({results["num_processes"]} process(es), {results["effective_batch_size"]}
 pairs per step). Initialisation: {init_source}. Loss weights ITC {config.itc_loss_weight}, ITM {config.itm_loss_weight},
 MLM {config.mlm_loss_weight}, CMPM {config.cmpm_loss_weight}.
 
@@ -350,7 +350,9 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         test_metrics = evaluate_split(
             unwrapped.ivt, processor, test_split, batch_size=config.eval_batch_size, accelerator=accelerator
         )
-        accelerator.log({f"test/zero_shot_{name}": value for name, value in test_metrics.items()}, step=progress.global_step)
+        accelerator.log(
+            {f"test/zero_shot_{name}": value for name, value in test_metrics.items()}, step=progress.global_step
+        )
     results = {
         "wall_time_s": None,
         "time_to_final_metrics_s": round(time.time() - start_time, 1),

@@ -32,7 +32,11 @@ class MaskingSettings:
             raise ValueError("max_masked_tokens and max_span_words must be at least 1")
         if not 0.0 <= self.span_probability <= 1.0:
             raise ValueError(f"span_probability must be in [0, 1], got {self.span_probability}")
-        if self.mask_token_share < 0 or self.random_token_share < 0 or self.mask_token_share + self.random_token_share > 1:
+        if (
+            self.mask_token_share < 0
+            or self.random_token_share < 0
+            or self.mask_token_share + self.random_token_share > 1
+        ):
             raise ValueError("mask_token_share and random_token_share must be >= 0 and sum to at most 1")
 
 

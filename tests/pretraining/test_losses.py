@@ -52,7 +52,9 @@ def test_itc_loss_of_a_shard_against_gathered_columns_is_its_rows_of_the_full_lo
     text = torch.nn.functional.normalize(torch.randn(6, 5), dim=-1)
     ids = torch.arange(6)
     full, _, _ = itc_loss(image, text, image, text, ids, ids, torch.tensor(0.1))
-    halves = [itc_loss(image[s], text[s], image, text, ids[s], ids, torch.tensor(0.1))[0] for s in (slice(0, 3), slice(3, 6))]
+    halves = [
+        itc_loss(image[s], text[s], image, text, ids[s], ids, torch.tensor(0.1))[0] for s in (slice(0, 3), slice(3, 6))
+    ]
     assert ((halves[0] + halves[1]) / 2).item() == pytest.approx(full.item(), rel=1e-6)
 
 
@@ -80,7 +82,9 @@ def test_mlm_loss_is_mean_cross_entropy_over_masked_positions_only():
         return -(row[index] - math.log(sum(math.exp(v) for v in row)))
 
     expected = (
-        neg_log_softmax([2.0, 0.0, -1.0], 0) + neg_log_softmax([1.0, 3.0, 0.5], 2) + neg_log_softmax([0.2, 0.1, 4.0], 1)
+        neg_log_softmax([2.0, 0.0, -1.0], 0)
+        + neg_log_softmax([1.0, 3.0, 0.5], 2)
+        + neg_log_softmax([0.2, 0.1, 4.0], 1)
     ) / 3
     assert masked_language_modeling_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
     assert masked_language_modeling_loss(logits, torch.full_like(labels, -100)).item() == 0.0
@@ -145,7 +149,9 @@ def test_itm_loss_runs_the_fusion_encoder_on_positives_and_both_kinds_of_hard_ne
 
 def test_total_loss_is_the_configured_weighted_sum_and_cmpm_is_optional():
     torch.manual_seed(0)
-    config = tiny_pretraining_config(itc_loss_weight=2.0, itm_loss_weight=0.5, mlm_loss_weight=3.0, cmpm_loss_weight=0.25)
+    config = tiny_pretraining_config(
+        itc_loss_weight=2.0, itm_loss_weight=0.5, mlm_loss_weight=3.0, cmpm_loss_weight=0.25
+    )
     model = IVTForPreTraining(config).eval()
     batch = _batch()
     with torch.no_grad():
@@ -192,7 +198,11 @@ def test_mlm_logits_cover_the_masked_positions_and_match_the_head_on_the_full_se
     with torch.no_grad():
         out = model(**batch)
         masked_text, _ = model._encode(
-            model.ivt.text_embeddings(batch["mlm_input_ids"]), batch["attention_mask"], "text", drop=False, generator=None
+            model.ivt.text_embeddings(batch["mlm_input_ids"]),
+            batch["attention_mask"],
+            "text",
+            drop=False,
+            generator=None,
         )
         image_hidden, _ = model._encode(
             model.ivt.image_embeddings(batch["pixel_values"]), None, "image", drop=False, generator=None

@@ -68,7 +68,9 @@ def test_spans_of_consecutive_words_appear_with_the_span_probability():
 
 def test_replacement_is_80_percent_mask_10_percent_random_10_percent_kept(processor):
     tokenizer = processor.tokenizer
-    captions = [clean_caption(f"the person number {i} wears a long blue coat and carries a black umbrella") for i in range(400)]
+    captions = [
+        clean_caption(f"the person number {i} wears a long blue coat and carries a black umbrella") for i in range(400)
+    ]
     batch = tokenizer(captions, padding=True, return_tensors="pt")
     masked, labels = mask_captions(
         batch["input_ids"], batch["attention_mask"], tokenizer, MaskingSettings(), random.Random(0)

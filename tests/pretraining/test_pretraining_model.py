@@ -12,7 +12,8 @@ from transformers import AutoModel, BertConfig, BertModel
 
 from modeling_ivt import IVTForPreTraining, IVTModel
 from modeling_ivt.conversion_utils import resize_position_grid
-from modeling_ivt.convert_pretraining import encoder_from_pretraining, main as convert_main, pretraining_from_ivt
+from modeling_ivt.convert_pretraining import encoder_from_pretraining, pretraining_from_ivt
+from modeling_ivt.convert_pretraining import main as convert_main
 from tests.model.conftest import tiny_config
 from training.pretraining_data import PretrainingCollator
 
@@ -77,7 +78,9 @@ def test_same_stride_encoder_loads_into_ivt_model_directly(tmp_path, pretraining
         torch.testing.assert_close(encoder.state_dict()[key], value, msg=key)
 
 
-def test_encoder_moves_to_the_fine_tuning_stride_with_resized_grid_embeddings(tmp_path, pretraining_model, processor, capsys, batch):
+def test_encoder_moves_to_the_fine_tuning_stride_with_resized_grid_embeddings(
+    tmp_path, pretraining_model, processor, capsys, batch
+):
     folder = tmp_path / "pretrained"
     pretraining_model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -107,11 +110,16 @@ def test_encoder_moves_to_the_fine_tuning_stride_with_resized_grid_embeddings(tm
     assert saved.config.patch_stride == 8
     config = json.loads((tmp_path / "finetune-init" / "config.json").read_text())
     assert config["auto_map"] == {"AutoConfig": "configuration_ivt.IVTConfig", "AutoModel": "modeling_ivt.IVTModel"}
-    torch.testing.assert_close(saved.state_dict()["image_embeddings.type_embedding"], new["image_embeddings.type_embedding"])
+    torch.testing.assert_close(
+        saved.state_dict()["image_embeddings.type_embedding"], new["image_embeddings.type_embedding"]
+    )
 
 
 def test_encoder_refuses_a_config_change_that_does_not_fit(pretraining_model):
-    with pytest.raises(ValueError, match=r"does not fit the new config:\n  image_embeddings.cls_token: pre-trained \(1, 1, 32\), new config \(1, 1, 64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit the new config:\n  image_embeddings.cls_token: pre-trained \(1, 1, 32\), new config \(1, 1, 64\)",
+    ):
         encoder_from_pretraining(pretraining_model, hidden_size=64, num_attention_heads=4)
 
 
@@ -126,7 +134,9 @@ def test_fusion_layers_start_from_the_last_bert_layers(tmp_path):
     for fusion_index, bert_index in ((0, 1), (1, 2)):
         prefix = f"fusion_encoder.layers.{fusion_index}."
         source = f"encoder.layer.{bert_index}."
-        torch.testing.assert_close(fused[prefix + "self_attn.q_proj.weight"], bert_state[source + "attention.self.query.weight"])
+        torch.testing.assert_close(
+            fused[prefix + "self_attn.q_proj.weight"], bert_state[source + "attention.self.query.weight"]
+        )
         torch.testing.assert_close(fused[prefix + "fc2.bias"], bert_state[source + "output.dense.bias"])
         torch.testing.assert_close(
             fused[prefix + "self_attn_layer_norm.weight"], bert_state[source + "attention.output.LayerNorm.weight"]

@@ -50,7 +50,13 @@ GATHERED_ITC = textwrap.dedent(
 def launch(args, cwd, timeout=240):
     """Two gloo processes: accelerate 1.15 runs `launch --num_processes 2 --cpu` as ONE process, so launch
     torchrun-style (`--multi_gpu`) with ACCELERATE_USE_CPU, which works on a machine without a GPU."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "ACCELERATE_USE_CPU": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+        "ACCELERATE_USE_CPU": "1",
+    }
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", *args]
     completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
@@ -90,7 +96,8 @@ def test_two_process_pretraining_checkpoints_resumes_exactly_and_saves_a_loadabl
 
     results = json.loads((output / "results.json").read_text())
     assert results["num_processes"] == 2 and results["effective_batch_size"] == 6
-    assert results["trained_steps"] == 4 and results["corpus_passes"] == 1  # 2 batches of 6 per pass of 16 pairs: the 2nd pass is not finished
+    # 16 pairs make 2 global batches of 6 per pass: 4 steps finish one pass, the second stops after its last full batch
+    assert results["trained_steps"] == 4 and results["corpus_passes"] == 1
     assert set(results["final_losses"]) == {"loss", "itc_loss", "itm_loss", "mlm_loss"}
     assert all(value == value and value > 0 for value in results["final_losses"].values())
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]

@@ -58,14 +58,20 @@ def test_benchmark_split_becomes_a_generic_corpus_of_caption_pairs():
         }
     ).cast_column("image", datasets.Image())
     pairs = list(BenchmarkCaptionCorpus(split, chunk_size=2))
-    assert [(p["caption"], p["pair_id"]) for p in pairs] == [("first caption", 0), ("second caption", 1), ("third caption", 2)]
+    assert [(p["caption"], p["pair_id"]) for p in pairs] == [
+        ("first caption", 0),
+        ("second caption", 1),
+        ("third caption", 2),
+    ]
     assert all(p["image"].size == (16, 32) for p in pairs)
     assert build_corpus(TrainingConfig(), {"train": split}).pairs.num_rows == 3
     with pytest.raises(ValueError, match="needs --corpus, or a benchmark"):
         build_corpus(TrainingConfig(), None)
 
 
-def test_fine_tuning_init_from_a_pretraining_folder_moves_the_encoder_to_the_recipe_stride(tmp_path, pretraining_model, processor):
+def test_fine_tuning_init_from_a_pretraining_folder_moves_the_encoder_to_the_recipe_stride(
+    tmp_path, pretraining_model, processor
+):
     pretraining_model.save_pretrained(tmp_path / "pretrained")
     processor.save_pretrained(tmp_path / "pretrained")
     config = TrainingConfig(init=str(tmp_path / "pretrained"), patch_stride=8, token_drop_ratio=0.1)
@@ -73,5 +79,7 @@ def test_fine_tuning_init_from_a_pretraining_folder_moves_the_encoder_to_the_rec
     assert type(model) is IVTModel and source == f"pre-trained IVT {tmp_path / 'pretrained'}"
     assert model.config.patch_stride == 8 and model.config.token_drop_ratio == 0.1
     assert model.image_embeddings.position_embedding.shape == (1, 16, 32)
-    torch.testing.assert_close(model.text_embeddings.word_embeddings.weight, pretraining_model.ivt.text_embeddings.word_embeddings.weight)
+    torch.testing.assert_close(
+        model.text_embeddings.word_embeddings.weight, pretraining_model.ivt.text_embeddings.word_embeddings.weight
+    )
     assert loaded_processor.tokenizer.vocab_size == processor.tokenizer.vocab_size
