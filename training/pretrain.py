@@ -39,6 +39,7 @@ from modeling_ivt.conversion_utils import load_state_dict_file, save_model_folde
 from modeling_ivt.convert_pretraining import pretraining_from_ivt
 from modeling_ivt.hub_utils import push_folder_to_hub
 
+from .augmentation import TrainAugmentation
 from .config import TrainingConfig
 from .engine import (
     TrainingProgress,
@@ -242,7 +243,19 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         config.seed,
     )
     masking = MaskingSettings(probability=config.mlm_probability, max_masked_tokens=config.mlm_max_masked_tokens)
-    collator = PretrainingCollator(processor, masking, config.max_caption_words, flip_probability=config.flip_prob)
+    augmentation = TrainAugmentation(
+        tuple(model.config.image_size), config.pad, config.flip_prob, config.erasing_prob, config.augment
+    )
+    collator = PretrainingCollator(
+        processor.tokenizer,
+        augmentation,
+        masking,
+        max_words=config.max_caption_words,
+        max_length=config.max_text_length,
+        mla=config.mla,
+        word_max_phrases=config.word_max_phrases,
+        word_mode=config.word_level,
+    )
 
     total_steps = config.max_train_steps
     steps_per_epoch = max(1, total_steps // config.num_epochs)
@@ -273,6 +286,8 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
     accelerator.init_trackers("ivt-pretraining", config=tracker_config(config))
     effective_batch_size = config.pretrain_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+    if config.mla:
+        logger.info("MLA: every pair is trained as 3 (view, text level) pairs sharing its pair id")
     logger.info(
         "pre-training %s: %d processes, %d pairs per optimiser step, %d steps",
         init_source,

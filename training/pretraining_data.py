@@ -1,5 +1,6 @@
 """Pre-training batches: caption cleaning, whole-word span masking for MLM (ivt_spec.md section 4) and a collator
-turning `{"image", "caption", "pair_id"}` pairs (dataset_scripts.pretraining) into `IVTForPreTraining` inputs."""
+turning `{"image", "caption", "pair_id"}` pairs (dataset_scripts.pretraining) into `IVTForPreTraining` inputs,
+optionally with fine-tuning's multi-level alignment (MLA) views and texts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import re
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
+
+from .augmentation import TrainAugmentation
+from .mla import phrase_level, sentence_level, word_level
 
 PUNCTUATION = re.compile(r"[^\w\s]")
 
@@ -114,45 +117,73 @@ def mask_captions(
 
 class PretrainingCollator:
     """
-    Batches `{"image", "caption", "pair_id"}` pairs for `IVTForPreTraining`: cleaned captions tokenized by the IVT
-    processor, their masked copies for MLM, images resized and normalised by the processor (flipped horizontally
-    with `flip_probability`), and the pair ids. `seed` makes the masking reproducible; give each process its own.
+    Batches `{"image", "caption", "pair_id"}` pairs for `IVTForPreTraining`: captions tokenized (truncated to
+    `max_length` tokens), their masked copies for MLM, image views from `augmentation`, and the pair ids. With `mla`
+    every pair becomes three pairs with its id, as in fine-tuning (training.mla): (view 1, sentence), (view 2, phrase),
+    (view 3, word level), concatenated level by level. Every text is cleaned (lower case, no punctuation, at most
+    `max_words` words) after its level is cut out. `rng` drives every draw; reseed it per batch for reproducibility.
     """
 
     def __init__(
         self,
-        processor,
+        tokenizer,
+        augmentation: TrainAugmentation,
         masking: MaskingSettings | None = None,
         max_words: int = 50,
-        flip_probability: float = 0.5,
+        max_length: int = 100,
+        mla: bool = False,
+        word_max_phrases: int = 3,
+        word_mode: str = "attributes",
         seed: int = 0,
     ):
-        self.processor = processor
+        self.tokenizer = tokenizer
+        self.augmentation = augmentation
         self.masking = masking or MaskingSettings()
         self.max_words = max_words
-        self.flip_probability = flip_probability
+        self.max_length = max_length
+        self.mla = mla
+        self.word_max_phrases = word_max_phrases
+        self.word_mode = word_mode
         self.rng = random.Random(seed)
+
+    def _levels(self, caption: str) -> list[str]:
+        if not self.mla:
+            return [caption]
+        word = word_level(caption, [], self.rng, self.word_max_phrases, self.word_mode)
+        return [sentence_level(caption), phrase_level(caption, self.rng), word]
 
     def __call__(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
         for index, pair in enumerate(pairs):
             missing = {"image", "caption", "pair_id"} - set(pair)
             if missing:
                 raise KeyError(f"pre-training pair {index} of the batch lacks {sorted(missing)}; got {sorted(pair)}")
-        captions = [clean_caption(pair["caption"], self.max_words) for pair in pairs]
-        images = [pair["image"].convert("RGB") for pair in pairs]
-        images = [
-            image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.rng.random() < self.flip_probability else image
-            for image in images
+        levels = [self._levels(pair["caption"]) for pair in pairs]
+        num_levels = len(levels[0])
+        generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
+        views = [[self.augmentation(pair["image"], generator) for _ in range(num_levels)] for pair in pairs]
+        texts = [
+            clean_caption(levels[item][level], self.max_words)
+            for level in range(num_levels)
+            for item in range(len(pairs))
         ]
-        batch = self.processor(text=captions, images=images)
-        mlm_input_ids, mlm_labels = mask_captions(
-            batch["input_ids"], batch["attention_mask"], self.processor.tokenizer, self.masking, self.rng
+        pixel_values = torch.stack([views[item][level] for level in range(num_levels) for item in range(len(pairs))])
+        encoding = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_token_type_ids=False,
+            return_tensors="pt",
         )
+        mlm_input_ids, mlm_labels = mask_captions(
+            encoding["input_ids"], encoding["attention_mask"], self.tokenizer, self.masking, self.rng
+        )
+        pair_ids = torch.tensor([int(pair["pair_id"]) for pair in pairs], dtype=torch.long).repeat(num_levels)
         return {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "pixel_values": batch["pixel_values"],
-            "pair_ids": torch.tensor([int(pair["pair_id"]) for pair in pairs], dtype=torch.long),
+            "input_ids": encoding["input_ids"],
+            "attention_mask": encoding["attention_mask"],
+            "pixel_values": pixel_values,
+            "pair_ids": pair_ids,
             "mlm_input_ids": mlm_input_ids,
             "mlm_labels": mlm_labels,
         }

@@ -6,6 +6,8 @@ from PIL import Image
 
 from modeling_ivt import IVTForPreTraining, create_processor
 from tests.model.conftest import TINY_IMAGE_SIZE, tiny_config
+from training.augmentation import TrainAugmentation
+from training.pretraining_data import PretrainingCollator
 
 COLOURS = ["red", "blue", "green", "yellow", "black", "white", "purple", "orange"]
 RGB = {
@@ -40,6 +42,11 @@ def processor():
 def caption_for(index: int) -> str:
     top, bottom = COLOURS[index % len(COLOURS)], COLOURS[(index * 3 + 1) % len(COLOURS)]
     return f"A person wearing a {top} jacket, and {bottom} trousers; walking-away from the camera."
+
+
+def make_collator(processor, **options):
+    """Test-time image preprocessing, so that batches are exactly reproducible from the pairs."""
+    return PretrainingCollator(processor.tokenizer, TrainAugmentation(TINY_IMAGE_SIZE, enabled=False), **options)
 
 
 @pytest.fixture

@@ -5,13 +5,8 @@ import random
 import pytest
 import torch
 
-from training.pretraining_data import (
-    MaskingSettings,
-    PretrainingCollator,
-    choose_masked_positions,
-    clean_caption,
-    mask_captions,
-)
+from tests.pretraining.conftest import make_collator
+from training.pretraining_data import MaskingSettings, choose_masked_positions, clean_caption, mask_captions
 
 
 def test_captions_are_lower_cased_stripped_of_punctuation_and_cut_at_50_words():
@@ -88,7 +83,7 @@ def test_replacement_is_80_percent_mask_10_percent_random_10_percent_kept(proces
 
 
 def test_collator_builds_model_inputs_from_corpus_pairs(processor, pairs, pretraining_model):
-    collator = PretrainingCollator(processor, seed=0)
+    collator = make_collator(processor, seed=0)
     batch = collator(pairs)
     assert torch.equal(batch["pair_ids"], torch.arange(6))
     assert batch["pixel_values"].shape == (6, 3, 48, 32)
@@ -99,10 +94,23 @@ def test_collator_builds_model_inputs_from_corpus_pairs(processor, pairs, pretra
         out = pretraining_model(**batch)
     assert torch.isfinite(out.loss) and out.mlm_loss is not None
     # same seed, same masks: reproducible
-    assert torch.equal(PretrainingCollator(processor, seed=0)(pairs)["mlm_input_ids"], batch["mlm_input_ids"])
+    assert torch.equal(make_collator(processor, seed=0)(pairs)["mlm_input_ids"], batch["mlm_input_ids"])
 
 
 def test_collator_names_the_pair_missing_a_field(processor, pairs):
     del pairs[2]["pair_id"]
     with pytest.raises(KeyError, match="pair 2 .* lacks \\['pair_id'\\]"):
-        PretrainingCollator(processor)(pairs)
+        make_collator(processor)(pairs)
+
+
+def test_collator_with_mla_trains_each_pair_as_three_levels_sharing_its_id(processor, pairs):
+    batch = make_collator(processor, seed=0, mla=True)(pairs)
+    assert torch.equal(batch["pair_ids"], torch.arange(6).repeat(3))
+    assert batch["pixel_values"].shape == (18, 3, 48, 32) and batch["input_ids"].shape[0] == 18
+    texts = processor.tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    assert texts[0] == "a person wearing a red jacket and blue trousers walking away from the camera"
+    # phrase level: the longest comma chunk or the other chunks, cleaned
+    assert texts[6] in ("a person wearing a red jacket", "and blue trousers walking away from the camera")
+    # word level: attribute phrases cut out of the caption by the chunker
+    assert set(texts[12].split()) <= set(texts[0].split()) and len(texts[12]) < len(texts[0])
+    torch.testing.assert_close(batch["pixel_values"][0], batch["pixel_values"][6])  # test-time views coincide

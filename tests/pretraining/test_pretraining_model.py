@@ -15,7 +15,7 @@ from modeling_ivt.conversion_utils import resize_position_grid
 from modeling_ivt.convert_pretraining import encoder_from_pretraining, pretraining_from_ivt
 from modeling_ivt.convert_pretraining import main as convert_main
 from tests.model.conftest import tiny_config
-from training.pretraining_data import PretrainingCollator
+from tests.pretraining.conftest import make_collator
 
 LOAD_WITHOUT_PACKAGE = textwrap.dedent(
     """
@@ -38,7 +38,7 @@ LOAD_WITHOUT_PACKAGE = textwrap.dedent(
 
 @pytest.fixture
 def batch(processor, pairs):
-    return PretrainingCollator(processor, seed=0)(pairs)
+    return make_collator(processor, seed=0)(pairs)
 
 
 def test_save_and_reload_with_trust_remote_code_in_a_fresh_process(tmp_path, pretraining_model, batch):

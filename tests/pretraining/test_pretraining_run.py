@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from modeling_ivt import IVTForPreTraining, IVTModel
+from tests.pretraining.conftest import make_collator
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = [
@@ -65,9 +66,8 @@ def launch(args, cwd, timeout=240):
 
 def test_itc_over_two_processes_equals_one_process_on_the_whole_batch(tmp_path, processor, pairs):
     from tests.pretraining.conftest import tiny_pretraining_config
-    from training.pretraining_data import PretrainingCollator
 
-    batch = dict(PretrainingCollator(processor, seed=0)(pairs))
+    batch = dict(make_collator(processor, seed=0)(pairs))
     torch.save(batch, tmp_path / "batch.pt")
     script = tmp_path / "gathered_itc.py"
     result = tmp_path / "result.pt"
