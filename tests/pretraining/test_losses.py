@@ -212,3 +212,22 @@ def test_mlm_logits_cover_the_masked_positions_and_match_the_head_on_the_full_se
     assert out.mlm_logits.shape == (5, 30522) and positions[:2] == [[0, 2], [0, 4]]
     torch.testing.assert_close(out.mlm_logits, torch.stack([full[row, column] for row, column in positions]))
     torch.testing.assert_close(out.mlm_loss, masked_language_modeling_loss(full, batch["mlm_labels"]))
+
+
+def test_bmm_token_dropping_applies_to_the_pairs_but_not_to_the_masked_captions():
+    torch.manual_seed(0)
+    model = IVTForPreTraining(tiny_pretraining_config(token_drop_ratio=0.5, cmpm_loss_weight=1.0, drop_path_rate=0.0))
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    batch = _batch()
+    dropped = model(**batch, generator=torch.Generator().manual_seed(1))
+    dropped.loss.backward()
+    model.config.token_drop_ratio = 0.0
+    kept = model(**batch, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(dropped.text_embeds, kept.text_embeds)
+    # every masked token is still predicted (the image tokens the fusion encoder sees are the dropped ones)
+    assert dropped.mlm_logits.shape[0] == (batch["mlm_labels"] != -100).sum() == kept.mlm_logits.shape[0]
+    assert torch.isfinite(dropped.mlm_loss) and torch.isfinite(dropped.cmpm_loss)
+    assert model.temperature.grad is not None
