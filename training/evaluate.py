@@ -2,6 +2,8 @@
 
     python training/evaluate.py --model outputs/ivt-drawn-pedestrians/best --dataset data/drawn-pedestrians
     python training/evaluate.py --model user/ivt-cuhk-pedes --dataset data/cuhk-pedes --split test --output m.json
+    accelerate launch --multi_gpu --num_processes 2 training/evaluate.py ...   (embedding sharded over processes;
+        add ACCELERATE_USE_CPU=1 on a machine without GPUs)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ if __package__ in (None, ""):
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
 from transformers import AutoModel, AutoProcessor  # noqa: E402
 
 import modeling_ivt  # noqa: E402,F401  (registers "ivt" with the Auto classes)
@@ -68,12 +71,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    accelerator = Accelerator()
     split_ds = load_split(args.dataset, args.split)
     model = AutoModel.from_pretrained(
         args.model, revision=args.revision, trust_remote_code=True, dtype=torch.float32
-    ).eval()
+    ).to(accelerator.device)
     processor = AutoProcessor.from_pretrained(args.model, revision=args.revision, trust_remote_code=True)
-    metrics = evaluate_split(model, processor, split_ds, batch_size=args.batch_size)
+    metrics = evaluate_split(model, processor, split_ds, batch_size=args.batch_size, accelerator=accelerator)
+    if not accelerator.is_main_process:
+        return 0
     print(f"{args.model} on {args.dataset} ({args.split}, {len(split_ds)} gallery images)")
     print(format_metrics_table(metrics))
     if args.output is not None:
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 "split": args.split,
                 "num_queries": num_queries,
                 "num_gallery": len(split_ds),
+                "num_processes": accelerator.num_processes,
                 "metrics": metrics,
             },
         )

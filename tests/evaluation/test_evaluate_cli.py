@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,11 +78,25 @@ def test_cli_names_a_missing_split_and_a_non_benchmark_folder(tiny_model_dir, ti
         main(["--model", str(tiny_model_dir), "--dataset", str(tmp_path)])
 
 
-def test_cli_runs_as_a_script(tiny_model_dir, tiny_benchmark, tmp_path):
+def test_cli_shards_embedding_over_two_processes(tiny_model_dir, tiny_benchmark, tmp_path, loaded):
+    # batch 4 over 30 captions and 15 images leaves uneven last batches: the gathered result must drop the padding.
     output = tmp_path / "metrics.json"
-    command = [sys.executable, "training/evaluate.py", "--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark)]
+    arguments = ["--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark), "--batch-size", "4"]
+    # accelerate 1.15 runs `launch --num_processes 2 --cpu` as ONE process; torchrun-style launching plus
+    # ACCELERATE_USE_CPU gives two gloo processes on a machine without a GPU.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     completed = subprocess.run(
-        [*command, "--output", str(output)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        [*launch, "training/evaluate.py", *arguments, "--output", str(output)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "ACCELERATE_USE_CPU": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
-    assert set(json.loads(output.read_text())["metrics"]) == {"R@1", "R@5", "R@10", "mAP", "mINP"}
+    written = json.loads(output.read_text())
+    assert written["num_processes"] == 2
+    model, processor = loaded
+    test_split = datasets.load_from_disk(str(tiny_benchmark))["test"]
+    assert written["metrics"] == pytest.approx(evaluate_split(model, processor, test_split), abs=1e-4)
+    assert completed.stdout.count("| R@1 | R@5 | R@10 | mAP | mINP |") == 1

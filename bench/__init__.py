@@ -1,0 +1,1 @@
+"""Performance benchmarks of IVT on the machine at hand (`python -m bench`; see bench/run.py)."""

@@ -1,0 +1,93 @@
+"""Gradio demo: type a description of a pedestrian and see the gallery ranked by IVT.
+
+    python -m demo.app --index INDEX_DIR [--model FOLDER_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]
+
+In a Hugging Face Space folder made by `python -m demo.build_space` it runs as `python app.py` and reads the same
+settings from the environment: IVT_INDEX (default: `index` next to this file), IVT_MODEL (default: `model` next to
+this file if present, else the model recorded in the index), IVT_TOP_K, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr
+import torch
+
+from ivt_search import GalleryIndex, read_index_metadata
+from ivt_search.__main__ import load_model_and_processor
+
+EXAMPLES = [
+    "A woman in a red coat and black trousers, carrying a white handbag.",
+    "A man with short black hair wearing a blue shirt, grey shorts and a backpack.",
+]
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_gallery_index(index_dir: str | os.PathLike, model: str | None = None) -> GalleryIndex:
+    """The index at `index_dir` with its model: `model`, else a `model` folder next to this file, else the one
+    recorded in the index."""
+    if model is None and (HERE / "model" / "config.json").is_file():
+        model = str(HERE / "model")
+    model_name = model or read_index_metadata(index_dir)["model"]["name_or_path"]
+    ivt, processor = load_model_and_processor(model_name, "cuda" if torch.cuda.is_available() else "cpu")
+    return GalleryIndex.open(index_dir, ivt, processor)
+
+
+def _label(hit) -> str:
+    person = "" if hit.person_id is None else f" · id {hit.person_id}"
+    return f"#{hit.rank} · {hit.score:.3f}{person}"
+
+
+def build_demo(index: GalleryIndex, top_k: int = 10) -> gr.Blocks:
+    """The Blocks app: a description box, a top-k slider, a Search button and the ranked gallery."""
+
+    def search(description: str, k: float):
+        description = description.strip()
+        if not description:
+            raise gr.Error("Type a description of the person to find.")
+        hits = index.search(description, top_k=int(k))[0]
+        return [(index.load_image(hit.position), _label(hit)) for hit in hits]
+
+    with gr.Blocks(title="IVT person search") as demo:
+        gr.Markdown(
+            f"# Find a person by description\nIVT ranks {len(index)} gallery images by how well they match your "
+            f"description (model: `{index.model_name}`)."
+        )
+        with gr.Row():
+            description = gr.Textbox(
+                label="Description", placeholder=EXAMPLES[0], lines=2, scale=4, elem_id="description"
+            )
+            k = gr.Slider(1, min(50, len(index)), value=min(top_k, len(index)), step=1, label="Top k", scale=1)
+        button = gr.Button("Search", variant="primary", elem_id="search")
+        results = gr.Gallery(label="Ranked gallery", columns=5, height=720, object_fit="contain", elem_id="results")
+        gr.Examples(EXAMPLES, inputs=description)
+        button.click(search, inputs=[description, k], outputs=results)
+        description.submit(search, inputs=[description, k], outputs=results)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo.app", description="IVT person search web demo.")
+    parser.add_argument("--index", default=os.environ.get("IVT_INDEX", str(HERE / "index")))
+    parser.add_argument(
+        "--model", default=os.environ.get("IVT_MODEL"), help="a saved IVT folder or a Hub repository id"
+    )
+    parser.add_argument("--top-k", type=int, default=int(os.environ.get("IVT_TOP_K", "10")))
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    args = parser.parse_args(argv)
+    demo = build_demo(load_gallery_index(args.index, args.model), top_k=args.top_k)
+    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

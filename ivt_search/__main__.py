@@ -1,0 +1,166 @@
+"""Command line: `python -m ivt_search {index,add,query} ...`; see `python -m ivt_search -h`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoProcessor
+
+import modeling_ivt  # noqa: F401  (registers "ivt" with the Auto classes)
+
+from .index import GalleryIndex, ModelMismatchError, read_index_metadata
+from .picture import RankedQuery, render_ranked_results
+
+
+def load_model_and_processor(model_name_or_path: str, device: str = "cpu"):
+    """An IVT and its processor from a local folder or a Hub repository id."""
+    model = AutoModel.from_pretrained(model_name_or_path, trust_remote_code=True, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(model_name_or_path, trust_remote_code=True)
+    return model.to(device).eval(), processor
+
+
+def _add_gallery_arguments(parser: argparse.ArgumentParser) -> None:
+    gallery = parser.add_mutually_exclusive_group(required=True)
+    gallery.add_argument("--images", help="a folder of images, searched recursively")
+    gallery.add_argument("--dataset", help="a benchmark built by dataset_scripts (a datasets.load_from_disk folder)")
+    parser.add_argument("--split", default="test", help="split of --dataset to index (default: test)")
+    parser.add_argument(
+        "--person-id-from-folder",
+        action="store_true",
+        help="with --images: each image's person id is the integer name of its folder (<person_id>/<image>)",
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--bf16", action="store_true", help="embed under bfloat16 autocast (fast on GPUs and bf16 CPUs)"
+    )
+
+
+def _add_images(index: GalleryIndex, args: argparse.Namespace) -> int:
+    if args.images:
+        return index.add_folder(args.images, person_id_from_folder=args.person_id_from_folder)
+    return index.add_split(args.dataset, args.split)
+
+
+def _open_index(args: argparse.Namespace) -> GalleryIndex:
+    model_name = args.model or read_index_metadata(args.index_dir)["model"]["name_or_path"]
+    model, processor = load_model_and_processor(model_name, args.device)
+    return GalleryIndex.open(
+        args.index_dir, model, processor, batch_size=getattr(args, "batch_size", 32), bf16=getattr(args, "bf16", False)
+    )
+
+
+def command_index(args: argparse.Namespace) -> int:
+    if Path(args.index_dir).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.index_dir} exists: use `add` to extend it, or --overwrite to replace it")
+    model, processor = load_model_and_processor(args.model, args.device)
+    index = GalleryIndex(model, processor, batch_size=args.batch_size, bf16=args.bf16)
+    _add_images(index, args)
+    index.save(args.index_dir)
+    print(f"indexed {len(index)} images with {index.model_name} -> {args.index_dir}")
+    return 0
+
+
+def command_add(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    added = _add_images(index, args)
+    index.save(args.index_dir)
+    print(f"added {added} images; {args.index_dir} now holds {len(index)}")
+    return 0
+
+
+def command_query(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    person_ids = args.person_id or [None]
+    if len(person_ids) == 1:
+        person_ids = person_ids * len(args.captions)
+    if len(person_ids) != len(args.captions):
+        raise ValueError(
+            f"--person-id is given once or once per caption: got {len(person_ids)} for {len(args.captions)} captions"
+        )
+    index = _open_index(args)
+    results = index.search(args.captions, top_k=args.top_k, method=args.method)
+    if args.json:
+        print(json.dumps([[hit.__dict__ for hit in hits] for hits in results], indent=1))
+    else:
+        for caption, hits in zip(args.captions, results, strict=True):
+            print(f"\n{caption}")
+            print(f"{'rank':>4}  {'score':>6}  {'person':>6}  path")
+            for hit in hits:
+                person = "-" if hit.person_id is None else str(hit.person_id)
+                print(f"{hit.rank:>4}  {hit.score:6.3f}  {person:>6}  {hit.path}")
+    if args.grid:
+        rows = [
+            RankedQuery(caption, hits, person_id)
+            for caption, hits, person_id in zip(args.captions, results, person_ids, strict=True)
+        ]
+        picture = render_ranked_results(rows, index.load_image)
+        grid = Path(args.grid)
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        partial = grid.with_name(f".{grid.name}.partial")
+        picture.save(partial, format="PNG")
+        os.replace(partial, grid)
+        print(f"picture -> {grid}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="embed a gallery and save a new index")
+    index.add_argument("index_dir")
+    index.add_argument("--model", required=True, help="a saved IVT folder or a Hub repository id")
+    _add_gallery_arguments(index)
+    index.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    index.set_defaults(run=command_index)
+
+    add = commands.add_parser("add", help="embed more images into an existing index")
+    add.add_argument("index_dir")
+    add.add_argument("--model", help="default: the model recorded in the index")
+    _add_gallery_arguments(add)
+    add.set_defaults(run=command_add)
+
+    query = commands.add_parser("query", help="rank the gallery for one or more captions")
+    query.add_argument("index_dir")
+    query.add_argument("captions", nargs="+", help="descriptions of the person to find")
+    query.add_argument("--model", help="default: the model recorded in the index")
+    query.add_argument("--top-k", type=int, default=10)
+    query.add_argument("--method", choices=["exact", "faiss"], default="exact", help="see bench/search_bench.py")
+    query.add_argument(
+        "--person-id",
+        type=int,
+        action="append",
+        help="the person the captions describe: once for all captions, or once per caption in order; frames hits "
+        "green (that person) or red (someone else) in the --grid picture",
+    )
+    query.add_argument("--grid", help="write the ranked-result picture to this PNG")
+    query.add_argument("--json", action="store_true", help="print the hits as JSON")
+    query.add_argument("--batch-size", type=int, default=32)
+    query.set_defaults(run=command_query)
+
+    for command in (index, add, query):
+        command.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (ModelMismatchError, FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
