@@ -83,3 +83,19 @@ def test_fine_tuning_init_from_a_pretraining_folder_moves_the_encoder_to_the_rec
         model.text_embeddings.word_embeddings.weight, pretraining_model.ivt.text_embeddings.word_embeddings.weight
     )
     assert loaded_processor.tokenizer.vocab_size == processor.tokenizer.vocab_size
+
+
+def test_a_streaming_hugging_face_corpus_feeds_the_stream(pairs):
+    from dataset_scripts.pretraining import pair_corpus
+
+    def generate():
+        for pair in pairs:
+            yield {"jpg": pair["image"], "txt": pair["caption"]}
+
+    features = datasets.Features({"jpg": datasets.Image(), "txt": datasets.Value("string")})
+    streaming = datasets.IterableDataset.from_generator(generate, features=features)
+    corpus = pair_corpus(streaming, image_column="jpg", text_column="txt")
+    batches = take(PairStream(corpus, 2, 1, 0, buffer_size=3, seed=0), 4)  # 3 batches per pass: into the 2nd pass
+    assert sorted(i for batch in batches[:3] for i in batch) == list(range(6))
+    first = next(iter(PairStream(corpus, 2, 1, 0, buffer_size=3, seed=0)))
+    assert first[0]["image"].mode == "RGB" and first[0]["caption"] == pairs[first[0]["pair_id"]]["caption"]
