@@ -184,13 +184,14 @@ def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> lis
     record("bf16 autocast, oneDNN (mkldnn) off", "bf16", context=torch.backends.mkldnn.flags(enabled=False))
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
     record("bf16 weights (model.to(bfloat16)), no autocast", "fp32", run_model=bf16_model)
-    del bf16_model
     if compile_model:
-        # Compile the method that embedding calls; the first (warm-up) call of each precision compiles.
-        model.get_image_features = torch.compile(model.get_image_features)
+        # Compile the method that embedding calls; the first (warm-up) call of each setting compiles.
+        for run_model in (model, bf16_model):
+            run_model.get_image_features = torch.compile(run_model.get_image_features)
         try:
             record("fp32 + torch.compile", "fp32")
             record("bf16 autocast + torch.compile", "bf16")
+            record("bf16 weights + torch.compile", "fp32", run_model=bf16_model)
         finally:
             del model.get_image_features
     return results

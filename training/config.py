@@ -70,6 +70,7 @@ class TrainingConfig:
     image_width: int = _option(128, "input image width in pixels")
     patch_size: int = _option(16, "patch kernel side")
     patch_stride: int = _option(12, "patch stride (12: overlapping patches as for CUHK-PEDES; 16 for RSTPReid)")
+    initializer_range: float = _option(0.02, "std of the random initialisation of weights not loaded from a checkpoint")
     drop_path_rate: float = _option(0.1, "stochastic depth at the last layer")
     hidden_dropout_prob: float = _option(0.1, "dropout after the text embedding LayerNorm")
     token_drop_ratio: float = _option(0.2, "BMM: largest fraction of tokens dropped per sample in training; 0 = off")
@@ -159,6 +160,9 @@ class TrainingConfig:
     report_to: str = _option("tensorboard", "accelerate tracker(s): tensorboard, wandb, ..., all or none")
     logging_steps: int = _option(10, "log the loss and learning rate every N optimiser steps")
     num_workers: int = _option(1, "DataLoader worker processes per training process")
+    num_threads: int | None = _option(
+        None, "torch intra-op threads per process (null: torch's default); 1 is much faster on a busy or small CPU"
+    )
     seed: int = _option(1234, "seed of model init, sampler, augmentation and token dropping")
     push_to_hub: str | None = _option(None, "Hub repository to push the best model, processor and card to")
 
@@ -177,8 +181,6 @@ class TrainingConfig:
             choices = next(f for f in dataclasses.fields(self) if f.name == name).metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        if self.init == "vit_bert" and not (self.vit_path or self.bert_path):
-            raise ValueError("init=vit_bert needs --vit_path, --bert_path or both")
 
     @property
     def items_per_batch(self) -> int:
@@ -212,7 +214,7 @@ def _converter(kind: type, optional: bool, name: str):
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with `--config` plus one flag per TrainingConfig field (no defaults: unset stays unset)."""
+    """An argparse parser with `--config` plus one flag per TrainingConfig field (a flag not given is left out)."""
     parser = argparse.ArgumentParser(description=description or __doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument(
         "--config",
@@ -226,13 +228,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         help_text = f"{config_field.metadata['help']} (default: {config_field.default!r})"
         if kind is bool:
             parser.add_argument(
-                f"--{config_field.name}", action=argparse.BooleanOptionalAction, default=None, help=help_text
+                f"--{config_field.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
             )
         else:
             parser.add_argument(
                 f"--{config_field.name}",
                 type=_converter(kind, optional, config_field.name),
-                default=None,
+                default=argparse.SUPPRESS,
                 choices=config_field.metadata["choices"],
                 help=help_text,
                 metavar=kind.__name__.upper(),
@@ -269,7 +271,7 @@ def parse_config(argv: list[str] | None = None, description: str | None = None) 
     parser = build_parser(description)
     args = parser.parse_args(argv)
     values = read_yaml_config(args.config)
-    overrides = {name: value for name, value in vars(args).items() if name != "config" and value is not None}
+    overrides = {name: value for name, value in vars(args).items() if name != "config"}
     values.update(overrides)
     try:
         return TrainingConfig(**values)

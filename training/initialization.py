@@ -68,6 +68,7 @@ def ivt_config_from_training(config: TrainingConfig) -> IVTConfig:
         drop_path_rate=config.drop_path_rate,
         hidden_dropout_prob=config.hidden_dropout_prob,
         token_drop_ratio=config.token_drop_ratio,
+        initializer_range=config.initializer_range,
     )
 
 
@@ -91,6 +92,8 @@ def build_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object,
         logger.info("MiniLM initialisation: %s", report.summary())
         return model, create_processor(image_size, config.max_text_length, tokenizer_dir=folder), source
     if config.init == "vit_bert":
+        if not (config.vit_path or config.bert_path):
+            raise ValueError("init=vit_bert needs --vit_path, --bert_path or both (ViT / BERT weight files or folders)")
         vit = load_state_dict_file(config.vit_path) if config.vit_path else None
         bert = load_state_dict_file(config.bert_path) if config.bert_path else None
         model, report = initialize_from_vit_and_bert(ivt_config_from_training(config), vit, bert)

@@ -127,28 +127,60 @@ class MLATrainingDataset(torch.utils.data.Dataset):
 
 
 class MLACollator:
-    """Concatenates the items' pairs level by level into one batch of (levels x items) pairs and tokenizes it."""
+    """
+    Concatenates the items' pairs level by level into one batch of (levels x items) pairs. Each level's texts are
+    tokenized and padded on their own: word- and phrase-level texts are much shorter than sentences, and padding them
+    to the sentence length would spend most of the text compute on padding.
+    """
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[dict]) -> dict:
         num_levels = len(items[0]["texts"])
-        texts = [item["texts"][level] for level in range(num_levels) for item in items]
+        text_levels = []
+        for level in range(num_levels):
+            encoding = self.tokenizer(
+                [item["texts"][level] for item in items],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_token_type_ids=False,
+                return_tensors="pt",
+            )
+            text_levels.append({"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]})
         pixel_values = torch.cat([torch.stack([item["pixel_values"][level] for item in items]) for level in range(num_levels)])
         person_ids = torch.tensor([item["person_id"] for item in items], dtype=torch.long).repeat(num_levels)
-        encoding = self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_token_type_ids=False,
-            return_tensors="pt",
-        )
-        return {
-            "input_ids": encoding["input_ids"],
-            "attention_mask": encoding["attention_mask"],
-            "pixel_values": pixel_values,
-            "person_ids": person_ids,
-        }
+        return {"pixel_values": pixel_values, "text_levels": text_levels, "person_ids": person_ids}
+
+
+def batch_to_device(batch: dict, device) -> dict:
+    return {
+        "pixel_values": batch["pixel_values"].to(device),
+        "person_ids": batch["person_ids"].to(device),
+        "text_levels": [{name: tensor.to(device) for name, tensor in level.items()} for level in batch["text_levels"]],
+    }
+
+
+class IVTForMLATraining(torch.nn.Module):
+    """
+    The training-time forward of IVT: [CLS] features of every view and of every text level (encoded level by level),
+    in one `forward` so that DistributedDataParallel sees a single call. `model` is the IVTModel that gets saved.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, pixel_values: torch.Tensor, text_levels: list[dict], token_drop_generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        image_features = self.model.get_image_features(pixel_values, token_drop_generator=token_drop_generator)
+        text_features = [
+            self.model.get_text_features(
+                level["input_ids"], level["attention_mask"], token_drop_generator=token_drop_generator
+            ).pooler_output
+            for level in text_levels
+        ]
+        return image_features.pooler_output, torch.cat(text_features)

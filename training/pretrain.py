@@ -218,6 +218,8 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     start_time = start_time or time.time()
     if config.max_train_steps is None:
         raise ValueError("--stage pretrain reads the corpus as an endless stream: set --max_train_steps")
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
     accelerator = create_accelerator(
         config.output_dir,
         mixed_precision=config.mixed_precision,

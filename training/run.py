@@ -49,9 +49,9 @@ from training.engine import (  # noqa: E402
 )
 from training.initialization import build_model_and_processor  # noqa: E402
 from training.loss import distributed_cmpm_loss  # noqa: E402
-from training.mla import MLACollator, MLATrainingDataset  # noqa: E402
-from training.pretrain import pretrain  # noqa: E402
+from training.mla import IVTForMLATraining, MLACollator, MLATrainingDataset, batch_to_device  # noqa: E402
 from training.model_card import METRIC_NAMES, build_model_card, metrics_table  # noqa: E402
+from training.pretrain import pretrain  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
 from training.sampler import IdentityBatchSampler  # noqa: E402
 
@@ -59,8 +59,6 @@ logger = logging.getLogger("training.run")
 
 BEST_DIR = "best"
 RESULTS_FILE = "results.json"
-
-
 
 
 def dataset_display_name(config: TrainingConfig) -> str:
@@ -91,12 +89,6 @@ def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.Dataset
     return pairs
 
 
-
-
-
-
-
-
 def train_one_epoch(
     *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar
 ) -> None:
@@ -108,25 +100,14 @@ def train_one_epoch(
     for batch in loader:
         if sampler.batches_consumed >= usable_batches or progress.global_step >= total_steps:
             break
-        batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
+        batch = batch_to_device(batch, accelerator.device)
         generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
         token_drop_generator = torch.Generator(generator_device).manual_seed(
             derived_seed(config.seed, "token-drop", progress.epoch, sampler.batches_consumed, accelerator.process_index)
         )
         with accelerator.accumulate(model):
-            outputs = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                pixel_values=batch["pixel_values"],
-                return_loss=False,
-                token_drop_generator=token_drop_generator,
-            )
-            loss = distributed_cmpm_loss(
-                outputs.vision_model_output.pooler_output,
-                outputs.text_model_output.pooler_output,
-                batch["person_ids"],
-                local=config.local_loss,
-            )
+            image_features, text_features = model(batch["pixel_values"], batch["text_levels"], token_drop_generator)
+            loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.local_loss)
             accelerator.backward(loss)
             if accelerator.sync_gradients and config.max_grad_norm is not None:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -160,6 +141,8 @@ def finetune(config: TrainingConfig) -> dict:
         report_to=config.report_to,
         checkpoints_total_limit=config.checkpoints_total_limit,
     )
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
     output_dir = prepare_output_dir(config, accelerator)
     dataset_dict = load_benchmark(config, accelerator)
     check_splits(config, dataset_dict)
@@ -211,7 +194,7 @@ def finetune(config: TrainingConfig) -> dict:
         config.min_lr,
         per_epoch=config.schedule_unit == "epoch",
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = accelerator.prepare(IVTForMLATraining(model), optimizer)
     progress = TrainingProgress()
     for stateful in (sampler, scheduler, progress):
         accelerator.register_for_checkpointing(stateful)
@@ -256,7 +239,7 @@ def finetune(config: TrainingConfig) -> dict:
         sampler.set_epoch(progress.epoch)
         last = progress.epoch >= config.num_epochs or progress.global_step >= total_steps
         if validation is not None and (progress.epoch % config.eval_every_epochs == 0 or last):
-            unwrapped = accelerator.unwrap_model(model)
+            unwrapped = accelerator.unwrap_model(model).model
             unwrapped.eval()
             metrics = evaluate_split(unwrapped, processor, validation, batch_size=config.eval_batch_size, accelerator=accelerator)
             accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=progress.global_step)
@@ -269,7 +252,7 @@ def finetune(config: TrainingConfig) -> dict:
         elif validation is None and last:
             progress.best_epoch = progress.epoch
             if accelerator.is_main_process:
-                save_model_folder(accelerator.unwrap_model(model), processor, best_dir, overwrite=True)
+                save_model_folder(accelerator.unwrap_model(model).model, processor, best_dir, overwrite=True)
         if not config.checkpointing_steps:
             accelerator.save_state()
     bar.close()
