@@ -127,6 +127,31 @@ class TrainingConfig:
         "no", "no | bf16 (CPU or GPU) | fp16 (GPU, with loss scaling)", choices=("no", "bf16", "fp16")
     )
 
+    # Pre-training stage (--stage pretrain; ivt_spec.md section 4)
+    corpus: str | None = _option(
+        None,
+        "pre-training pairs: a .json list of {image, caption}, an imagefolder with metadata.jsonl, or a dataset name or "
+        "path (streamed); null: the --dataset benchmark's train split as a generic corpus (each caption its own pair)",
+    )
+    corpus_image_column: str = _option("image", "pre-training corpus: image column of a Hugging Face dataset")
+    corpus_text_column: str | None = _option(None, "pre-training corpus: caption column (default caption / text)")
+    corpus_shuffle_buffer: int = _option(1000, "pre-training: pairs held in the seeded shuffle buffer of the stream")
+    pretrain_batch_size: int = _option(64, "pre-training: pairs per batch and process")
+    fusion_num_hidden_layers: int = _option(6, "pre-training: fusion encoder layers (cross-attention to the image)")
+    fusion_init: str | None = _option(
+        None,
+        "pre-training: BERT weights for the fusion layers (the last N layers; folder, file or 'minilm'); null: the "
+        "BERT of the encoder's text side (minilm for init=minilm, --bert_path for init=vit_bert), else random",
+    )
+    itc_loss_weight: float = _option(1.0, "pre-training: weight of the image-text contrastive loss")
+    itm_loss_weight: float = _option(1.0, "pre-training: weight of the image-text matching loss (hard negatives)")
+    mlm_loss_weight: float = _option(1.0, "pre-training: weight of the masked language modelling loss")
+    cmpm_loss_weight: float = _option(0.0, "pre-training: weight of the optional CMPM loss on the pairs (0: off)")
+    temperature_init: float = _option(0.5, "pre-training: initial ITC temperature (0.5 as released; learnable)")
+    mlm_probability: float = _option(0.25, "pre-training: share of caption tokens masked (whole words)")
+    mlm_max_masked_tokens: int = _option(8, "pre-training: at most this many masked tokens per caption")
+    max_caption_words: int = _option(50, "pre-training: captions are cut to this many words")
+
     # Evaluation, checkpoints, logging
     eval_every_epochs: int = _option(1, "evaluate on the validation split every N epochs (and after the last)")
     eval_batch_size: int = _option(64, "batch size of feature extraction")

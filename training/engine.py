@@ -4,15 +4,23 @@ progress state, checkpoints and exact resume, deterministic per-step randomness.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
+import os
 import random
 import re
+import shutil
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
+
+from dataset_scripts.generate import ensure_generated_benchmark
+
+from .config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -174,3 +182,52 @@ def resume_from_checkpoint(accelerator: Accelerator, output_dir, checkpoint: str
         accelerator.project_configuration.iteration = int(match.group(1)) + 1
     logger.info("resumed from %s", path)
     return path
+
+
+def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
+    """The built benchmark; generated first (by the main process, the others wait) when `generate_benchmark` is set."""
+    if config.generate_benchmark:
+        with accelerator.main_process_first():
+            return ensure_generated_benchmark(
+                config.dataset,
+                num_train_ids=config.gen_num_train_ids,
+                num_val_ids=config.gen_num_val_ids,
+                num_test_ids=config.gen_num_test_ids,
+                images_per_id=config.gen_images_per_id,
+                captions_per_image=config.gen_captions_per_image,
+                seed=config.gen_seed,
+                difficulty=config.gen_difficulty,
+            )
+    if not Path(config.dataset).is_dir():
+        raise FileNotFoundError(
+            f"--dataset {config.dataset}: no built benchmark there; build one with python -m dataset_scripts.build "
+            "(or pass --generate_benchmark for Drawn Pedestrians)"
+        )
+    return datasets.load_from_disk(config.dataset)
+
+
+def prepare_output_dir(config: TrainingConfig, accelerator) -> Path:
+    output_dir = Path(config.output_dir)
+    checkpoints = output_dir / "checkpoints"
+    if config.resume_from_checkpoint is None and checkpoints.is_dir() and any(checkpoints.iterdir()):
+        if not config.overwrite_output_dir:
+            raise FileExistsError(
+                f"{output_dir} already holds checkpoints: pass --resume_from_checkpoint latest to continue that run or "
+                "--overwrite_output_dir to start over"
+            )
+        if accelerator.is_main_process:
+            shutil.rmtree(checkpoints)
+    accelerator.wait_for_everyone()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def tracker_config(config: TrainingConfig) -> dict:
+    """Hyperparameters as TensorBoard accepts them (no None, no lists)."""
+    return {name: (value if isinstance(value, (int, float, str, bool)) else str(value)) for name, value in config.to_dict().items()}

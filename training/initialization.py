@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from transformers import AutoProcessor
 
 from modeling_ivt import IVTConfig, IVTModel, create_processor
 from modeling_ivt.conversion_utils import load_state_dict_file
+from modeling_ivt.convert_pretraining import encoder_from_pretraining
 from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert
 
 from .config import TrainingConfig
@@ -111,6 +113,17 @@ def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, obje
         processor = create_processor(image_size, config.max_text_length, tokenizer_dir=tokenizer_dir)
         names = " + ".join(str(path) for path in (config.vit_path, config.bert_path) if path)
         return model, processor, f"ViT + BERT initialisation from {names}"
+    saved_config = Path(config.init) / "config.json"
+    if saved_config.is_file() and "IVTForPreTraining" in json.loads(saved_config.read_text()).get("architectures", []):
+        model, report = encoder_from_pretraining(
+            config.init,
+            patch_stride=config.patch_stride,
+            drop_path_rate=config.drop_path_rate,
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            token_drop_ratio=config.token_drop_ratio,
+        )
+        logger.info("encoder of the pre-trained %s at patch stride %d: %s", config.init, config.patch_stride, report.summary())
+        return model, AutoProcessor.from_pretrained(config.init), f"pre-trained IVT {config.init}"
     model = IVTModel.from_pretrained(
         config.init,
         dtype=torch.float32,

@@ -15,10 +15,8 @@ import time
 
 START_TIME = time.time()
 
-import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -30,7 +28,7 @@ import torch  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from dataset_scripts.generate import BENCHMARK_NAME, ensure_generated_benchmark  # noqa: E402
+from dataset_scripts.generate import BENCHMARK_NAME  # noqa: E402
 from dataset_scripts.views import training_pairs  # noqa: E402
 from modeling_ivt import IVTModel  # noqa: E402
 from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
@@ -43,12 +41,17 @@ from training.engine import (  # noqa: E402
     build_optimizer,
     create_accelerator,
     derived_seed,
+    load_benchmark,
+    prepare_output_dir,
     resume_from_checkpoint,
+    tracker_config,
+    write_json_atomically,
 )
 from training.initialization import build_model_and_processor  # noqa: E402
 from training.loss import distributed_cmpm_loss  # noqa: E402
 from training.mla import IVTForMLATraining, MLACollator, MLATrainingDataset, batch_to_device  # noqa: E402
 from training.model_card import METRIC_NAMES, build_model_card, metrics_table  # noqa: E402
+from training.pretrain import pretrain  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
 from training.sampler import IdentityBatchSampler  # noqa: E402
 
@@ -56,28 +59,6 @@ logger = logging.getLogger("training.run")
 
 BEST_DIR = "best"
 RESULTS_FILE = "results.json"
-
-
-def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
-    """The built benchmark; generated first (by the main process, the others wait) when `generate_benchmark` is set."""
-    if config.generate_benchmark:
-        with accelerator.main_process_first():
-            return ensure_generated_benchmark(
-                config.dataset,
-                num_train_ids=config.gen_num_train_ids,
-                num_val_ids=config.gen_num_val_ids,
-                num_test_ids=config.gen_num_test_ids,
-                images_per_id=config.gen_images_per_id,
-                captions_per_image=config.gen_captions_per_image,
-                seed=config.gen_seed,
-                difficulty=config.gen_difficulty,
-            )
-    if not Path(config.dataset).is_dir():
-        raise FileNotFoundError(
-            f"--dataset {config.dataset}: no built benchmark there; build one with python -m dataset_scripts.build "
-            "(or pass --generate_benchmark for Drawn Pedestrians)"
-        )
-    return datasets.load_from_disk(config.dataset)
 
 
 def dataset_display_name(config: TrainingConfig) -> str:
@@ -106,33 +87,6 @@ def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.Dataset
         kept = set(sorted(set(pairs["person_id"]))[: config.max_train_ids])
         pairs = pairs.filter(lambda batch: [pid in kept for pid in batch["person_id"]], batched=True)
     return pairs
-
-
-def prepare_output_dir(config: TrainingConfig, accelerator) -> Path:
-    output_dir = Path(config.output_dir)
-    checkpoints = output_dir / "checkpoints"
-    if config.resume_from_checkpoint is None and checkpoints.is_dir() and any(checkpoints.iterdir()):
-        if not config.overwrite_output_dir:
-            raise FileExistsError(
-                f"{output_dir} already holds checkpoints: pass --resume_from_checkpoint latest to continue that run or "
-                "--overwrite_output_dir to start over"
-            )
-        if accelerator.is_main_process:
-            shutil.rmtree(checkpoints)
-    accelerator.wait_for_everyone()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
-
-
-def write_json_atomically(path: Path, payload: dict) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    os.replace(partial, path)
-
-
-def tracker_config(config: TrainingConfig) -> dict:
-    """Hyperparameters as TensorBoard accepts them (no None, no lists)."""
-    return {name: (value if isinstance(value, (int, float, str, bool)) else str(value)) for name, value in config.to_dict().items()}
 
 
 def train_one_epoch(
@@ -350,7 +304,12 @@ def finetune(config: TrainingConfig) -> dict:
     return results
 
 
-STAGES = {"finetune": finetune}
+def pretrain_stage(config: TrainingConfig) -> dict:
+    """Vision-language pre-training (training/pretrain.py), timed from this script's start like fine-tuning."""
+    return pretrain(config, start_time=START_TIME)
+
+
+STAGES = {"finetune": finetune, "pretrain": pretrain_stage}
 
 
 def print_summary(results: dict, output_dir: Path) -> None:
