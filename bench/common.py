@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -58,12 +60,22 @@ class PeakMemory:
         return self.peak_mib - self.start_mib
 
 
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc), so that the RSS at the start counts live memory only."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def peak_rss():
     """
     Measures the peak RSS of a block: Linux's high-water mark (VmHWM) is reset through /proc/self/clear_refs before
     it runs and read after. Counts every allocation (torch's CPU allocator included), unlike tracemalloc.
     """
+    gc.collect()
+    _release_free_heap()
     with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
         clear_refs.write("5")
     memory = PeakMemory(start_mib=_status_kib("VmRSS") / 1024)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,41 +74,52 @@ def _batches(tensor: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(tensor.split(batch_size))
 
 
-def embedding_run(model: IVTModel, batches: list[dict], modality: str, precision: str, grad_mode=None) -> dict:
+def _batch_flops(config: IVTConfig, batch: dict, modality: str) -> float:
+    if modality == "image":
+        return len(batch["pixel_values"]) * image_forward_flops(config)
+    batch_size, seq_len = batch["input_ids"].shape
+    return batch_size * text_forward_flops(config, seq_len)
+
+
+def embedding_runs(
+    model: IVTModel, batches: list[dict], modality: str, precisions: tuple[str, ...], rounds: int = 1
+) -> dict[str, dict]:
     """
-    Embed `batches` (the first is the untimed warm-up) and return the timed throughput with every embedding
-    (normalised, float32). `grad_mode` replaces `torch.inference_mode()` for the no_grad lever.
+    Embed `batches` in each precision: the first batch is an untimed warm-up, then every further batch is run in
+    each precision in turn, `rounds` times over, so that a change in the machine's load hits all precisions alike.
+    Returns, per precision, the timed throughput and every embedding (normalised, float32).
     """
     encode = model.get_image_features if modality == "image" else model.get_text_features
-    embeds = []
+    embeds = {precision: [] for precision in precisions}
+    seconds = dict.fromkeys(precisions, 0.0)
+    warmup_seconds = {}
 
-    def run(batch):
-        with grad_mode or torch.inference_mode(), autocast_context(precision):
+    def run(batch, precision):
+        start = time.perf_counter()
+        with torch.inference_mode(), autocast_context(precision):
             features = encode(**batch).pooler_output
-        embeds.append(torch.nn.functional.normalize(features.float(), dim=-1))
+        elapsed = time.perf_counter() - start
+        embeds[precision].append(torch.nn.functional.normalize(features.float(), dim=-1))
+        return elapsed
 
-    warmup_start = time.perf_counter()
-    run(batches[0])
-    warmup_seconds = time.perf_counter() - warmup_start
-    timed = batches[1:] or batches
-    timing = time_calls(lambda: [run(batch) for batch in timed], budget_s=0.0, warmup=0)
-    if len(batches) == 1:
-        embeds.pop()
+    for precision in precisions:
+        warmup_seconds[precision] = run(batches[0], precision)
+    timed = (batches[1:] or batches) * rounds
+    for batch in timed:
+        for precision in precisions:
+            seconds[precision] += run(batch, precision)
     items = sum(len(next(iter(batch.values()))) for batch in timed)
-    if modality == "image":
-        flops = items * image_forward_flops(model.config)
-    else:
-        flops = sum(
-            batch["input_ids"].shape[0] * text_forward_flops(model.config, batch["input_ids"].shape[1])
-            for batch in timed
-        )
+    flops = sum(_batch_flops(model.config, batch, modality) for batch in timed)
     return {
-        "items": items,
-        "seconds": timing.seconds_per_call,
-        "warmup_seconds": warmup_seconds,
-        "items_per_s": items / timing.seconds_per_call,
-        "gflops": flops / timing.seconds_per_call / 1e9,
-        "embeds": torch.cat(embeds),
+        precision: {
+            "items": items,
+            "seconds": seconds[precision],
+            "warmup_seconds": warmup_seconds[precision],
+            "items_per_s": items / seconds[precision],
+            "gflops": flops / seconds[precision] / 1e9,
+            "embeds": torch.cat(embeds[precision][: len(batches)]),
+        }
+        for precision in precisions
     }
 
 
@@ -134,49 +145,80 @@ def top1_agreement(text_fp32, image_fp32, text_bf16, image_bf16) -> dict:
     return {"queries": len(top1_fp32), "identical_top1": int((top1_fp32 == top1_bf16).sum())}
 
 
+@contextmanager
+def _attention(model: IVTModel, implementation: str):
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+@contextmanager
+def _threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> list[dict]:
-    """Image-embedding throughput of one setting at a time on the same batches: what each lever is worth here."""
-    results, reference = [], {}
-
-    def record(name, precision, run_model=model, grad_mode=None, context=None):
-        with context or nullcontext():
-            run = embedding_run(run_model, batches, "image", precision, grad_mode)
-        reference.setdefault("embeds", run["embeds"])
-        cosine = (run["embeds"] * reference["embeds"]).sum(dim=1)
-        results.append(
-            {
-                "setting": name,
-                "warmup_seconds": run["warmup_seconds"],
-                "items_per_s": run["items_per_s"],
-                "gflops": run["gflops"],
-                "min_cosine_to_fp32": float(cosine.min()),
-            }
-        )
-
-    record("fp32, sdpa, inference_mode (default)", "fp32")
-    record("fp32, no_grad instead of inference_mode", "fp32", grad_mode=torch.no_grad())
-    model.set_attn_implementation("eager")
-    record("fp32, eager attention", "fp32")
-    model.set_attn_implementation("sdpa")
-    threads = torch.get_num_threads()
-    if threads > 1:
-        torch.set_num_threads(1)
-        record("fp32, 1 thread", "fp32")
-        torch.set_num_threads(threads)
-    record("bf16 autocast (default)", "bf16")
-    record("bf16 autocast, oneDNN (mkldnn) off", "bf16", context=torch.backends.mkldnn.flags(enabled=False))
+    """
+    Image-embedding throughput under each setting on the same batches: what each lever is worth here. Every
+    setting first runs the warm-up batch (its time is reported: torch.compile compiles then), then the timed batches
+    are run setting after setting in turn, so that a change in the machine's load hits every setting alike.
+    """
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
-    record("bf16 weights (model.to(bfloat16)), no autocast", "fp32", run_model=bf16_model)
-    del bf16_model
+    settings = [
+        ("fp32, sdpa, inference_mode (default)", model.get_image_features, "fp32", torch.inference_mode, nullcontext),
+        ("fp32, no_grad instead of inference_mode", model.get_image_features, "fp32", torch.no_grad, nullcontext),
+        ("fp32, eager attention", model.get_image_features, "fp32", torch.inference_mode,
+         lambda: _attention(model, "eager")),
+        ("fp32, 1 thread", model.get_image_features, "fp32", torch.inference_mode, lambda: _threads(1)),
+        ("bf16 autocast (default)", model.get_image_features, "bf16", torch.inference_mode, nullcontext),
+        ("bf16 autocast, oneDNN (mkldnn) off", model.get_image_features, "bf16", torch.inference_mode,
+         lambda: torch.backends.mkldnn.flags(enabled=False)),
+        ("bf16 weights (model.to(bfloat16)), no autocast", bf16_model.get_image_features, "fp32",
+         torch.inference_mode, nullcontext),
+    ]
     if compile_model:
-        # Compile the method that embedding calls; the first (warm-up) call of each precision compiles.
-        model.get_image_features = torch.compile(model.get_image_features)
-        try:
-            record("fp32 + torch.compile", "fp32")
-            record("bf16 autocast + torch.compile", "bf16")
-        finally:
-            del model.get_image_features
-    return results
+        settings += [
+            ("fp32 + torch.compile", torch.compile(model.get_image_features), "fp32", torch.inference_mode,
+             nullcontext),
+            ("bf16 autocast + torch.compile", torch.compile(model.get_image_features), "bf16",
+             torch.inference_mode, nullcontext),
+            ("bf16 weights + torch.compile", torch.compile(bf16_model.get_image_features), "fp32",
+             torch.inference_mode, nullcontext),
+        ]
+
+    def run(setting, batch) -> tuple[float, torch.Tensor]:
+        _, encode, precision, grad_mode, context = setting
+        start = time.perf_counter()
+        with context(), grad_mode(), autocast_context(precision):
+            features = encode(**batch).pooler_output
+        return time.perf_counter() - start, torch.nn.functional.normalize(features.float(), dim=-1)
+
+    warmup = {setting[0]: run(setting, batches[0]) for setting in settings}
+    timed = batches[1:] or batches
+    seconds = {setting[0]: 0.0 for setting in settings}
+    for batch in timed:
+        for setting in settings:
+            seconds[setting[0]] += run(setting, batch)[0]
+    items = sum(len(batch["pixel_values"]) for batch in timed)
+    flops = items * image_forward_flops(model.config)
+    reference = warmup[settings[0][0]][1]
+    return [
+        {
+            "setting": name,
+            "warmup_seconds": warmup[name][0],
+            "items_per_s": items / seconds[name],
+            "gflops": flops / seconds[name] / 1e9,
+            "min_cosine_to_fp32": float((warmup[name][1] * reference).sum(dim=1).min()),
+        }
+        for name in seconds
+    ]
 
 
 def profile_table(model: IVTModel, batch: dict, precision: str, rows: int = 12) -> str:
@@ -188,22 +230,27 @@ def profile_table(model: IVTModel, batch: dict, precision: str, rows: int = 12) 
     return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def training_run(config: IVTConfig, processor: IVTProcessor, data: BenchData, items: int, precision: str) -> dict:
+def training_runs(
+    config: IVTConfig, processor: IVTProcessor, data: BenchData, items: int, precisions: tuple[str, ...]
+) -> dict[str, dict]:
     """
-    One warm-up and one timed SGD step of IVT fine-tuning: `items` pairs x 3 MLA views = 3 x `items` (image, caption)
-    pairs through the model in training mode (token dropping and drop path on), CMPM loss, backward, SGD momentum.
-    The same token drops and drop-path draws in every step and precision.
+    IVT fine-tuning steps: `items` pairs x 3 MLA views = 3 x `items` (image, caption) pairs through the model in
+    training mode (token dropping and drop path on), CMPM loss, backward, SGD momentum. One model per precision,
+    identically initialised; a warm-up step each, then one timed step each in turn (load changes hit all alike).
+    Every step draws the same token drops and drop paths.
     """
-    model = build_model(config).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4)
     rows = [data.caption_image[index] for index in range(items)]
-    views_of_images = [data.images[row] for row in rows] * 3
-    captions = [data.captions[index] for index in range(items)] * 3
-    inputs = dict(processor(text=captions, images=views_of_images))
+    inputs = dict(processor(text=[data.captions[index] for index in range(items)] * 3,
+                            images=[data.images[row] for row in rows] * 3))
     person_ids = torch.tensor([data.person_ids[row] for row in rows] * 3)
     generator = torch.Generator()
+    trainers = {}
+    for precision in precisions:
+        model = build_model(config).train()
+        trainers[precision] = (model, torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4))
 
-    def step():
+    def step(precision):
+        model, optimizer = trainers[precision]
         torch.manual_seed(0)
         generator.manual_seed(0)
         with autocast_context(precision):
@@ -213,20 +260,24 @@ def training_run(config: IVTConfig, processor: IVTProcessor, data: BenchData, it
         optimizer.zero_grad(set_to_none=True)
         return float(loss)
 
-    step()
-    with peak_rss() as memory:
-        timing = time_calls(step, budget_s=0.0, warmup=0)
+    for precision in precisions:
+        step(precision)
     pairs = 3 * items
     flops = training_step_flops(config, pairs, inputs["input_ids"].shape[1])
-    return {
-        "pairs": pairs,
-        "seconds_per_step": timing.seconds_per_call,
-        "pairs_per_s": pairs / timing.seconds_per_call,
-        "gflops": flops / timing.seconds_per_call / 1e9,
-        "peak_rss_mib": memory.peak_mib,
-        "peak_rss_increase_mib": memory.increase_mib,
-        "loss": timing.result,
-    }
+    results = {}
+    for precision in precisions:
+        with peak_rss() as memory:
+            timing = time_calls(lambda: step(precision), budget_s=0.0, warmup=0)
+        results[precision] = {
+            "pairs": pairs,
+            "seconds_per_step": timing.seconds_per_call,
+            "pairs_per_s": pairs / timing.seconds_per_call,
+            "gflops": flops / timing.seconds_per_call / 1e9,
+            "peak_rss_mib": memory.peak_mib,
+            "peak_rss_increase_mib": memory.increase_mib,
+            "loss": timing.result,
+        }
+    return results
 
 
 def trained_model_agreement(model_dir: Path, data: BenchData) -> dict:
@@ -235,11 +286,9 @@ def trained_model_agreement(model_dir: Path, data: BenchData) -> dict:
     processor = IVTProcessor.from_pretrained(model_dir)
     images = image_batches(processor, data.images, 8)
     texts = text_batches(processor, data.captions, 16)
-    runs = {
-        precision: (embedding_run(model, texts, "text", precision)["embeds"],
-                    embedding_run(model, images, "image", precision)["embeds"])
-        for precision in ("fp32", "bf16")
-    }
+    text_runs = embedding_runs(model, texts, "text", ("fp32", "bf16"))
+    image_runs = embedding_runs(model, images, "image", ("fp32", "bf16"))
+    runs = {precision: (text_runs[precision]["embeds"], image_runs[precision]["embeds"]) for precision in text_runs}
     return {
         "model": str(model_dir),
         "image": agreement(runs["fp32"][1], runs["bf16"][1]),

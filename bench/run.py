@@ -31,7 +31,7 @@ from .model_speed import (
     agreement,
     base_config,
     build_model,
-    embedding_run,
+    embedding_runs,
     image_batches,
     lever_runs,
     load_bench_data,
@@ -40,7 +40,7 @@ from .model_speed import (
     text_batches,
     top1_agreement,
     trained_model_agreement,
-    training_run,
+    training_runs,
 )
 
 logger = logging.getLogger("bench")
@@ -54,6 +54,7 @@ class Sizes:
     image_batch: int
     text_batch: int
     lever_batch: int
+    text_rounds: int
     training_items: int  # x 3 MLA views
     ceiling_size: int
     ceiling_budget_s: float
@@ -64,8 +65,8 @@ class Sizes:
     eval_chunk: int
 
 
-FULL = Sizes(8, 8, 16, 2, 2, 2048, 2.0, 19_848, 19_848, 1_000, 768, 1024)
-QUICK = Sizes(3, 3, 4, 2, 2, 256, 0.2, 600, 500, 40, 32, 128)
+FULL = Sizes(8, 8, 16, 2, 3, 2, 2048, 2.0, 19_848, 19_848, 1_000, 768, 1024)
+QUICK = Sizes(3, 3, 4, 2, 1, 2, 256, 0.2, 600, 500, 40, 32, 128)
 
 
 def _embedding_section(sizes: Sizes, data, quick: bool) -> dict:
@@ -76,13 +77,13 @@ def _embedding_section(sizes: Sizes, data, quick: bool) -> dict:
         model = build_model(config)
         processor = processor_for(config)
         images = image_batches(processor, data.images, sizes.image_batch)
-        runs = {precision: embedding_run(model, images, "image", precision) for precision in ("fp32", "bf16")}
+        runs = embedding_runs(model, images, "image", ("fp32", "bf16"))
         entry = {precision: _without_embeds(run) for precision, run in runs.items()}
         entry["tokens"] = config.num_image_tokens
         entry["agreement"] = agreement(runs["fp32"]["embeds"], runs["bf16"]["embeds"])
         if stride == 12:
             texts = text_batches(processor, data.captions, sizes.text_batch)
-            text_runs = {precision: embedding_run(model, texts, "text", precision) for precision in ("fp32", "bf16")}
+            text_runs = embedding_runs(model, texts, "text", ("fp32", "bf16"), rounds=sizes.text_rounds)
             section["text"] = {precision: _without_embeds(run) for precision, run in text_runs.items()}
             section["text"]["agreement"] = agreement(text_runs["fp32"]["embeds"], text_runs["bf16"]["embeds"])
             text_embeds = {precision: run["embeds"] for precision, run in text_runs.items()}
@@ -149,10 +150,7 @@ def run_benchmark(quick: bool, main_job_dir: Path, compile_model: bool, skip_ful
         }
         del model
         logger.info("training step")
-        report["training"] = {
-            precision: training_run(base, processor, data, sizes.training_items, precision)
-            for precision in ("fp32", "bf16")
-        }
+        report["training"] = training_runs(base, processor, data, sizes.training_items, ("fp32", "bf16"))
     logger.info("evaluation at ICFG-PEDES scale")
     report["evaluation"] = measure_evaluation(
         sizes.eval_queries, sizes.eval_gallery, sizes.eval_people, sizes.eval_dim, sizes.eval_chunk, skip_full_sort
@@ -225,9 +223,9 @@ def format_report(report: dict) -> str:
         "| bf16 >= 1.8x |",
         f"| MFU training (approx.) | {100 * training['fp32']['gflops'] / peak['fp32']:.0f}% | "
         f"{100 * training['bf16']['gflops'] / peak['bf16']:.0f}% | | |",
-        f"| training peak RSS MiB (increase during step) | {training['fp32']['peak_rss_mib']:.0f} "
-        f"({training['fp32']['peak_rss_increase_mib']:.0f}) | {training['bf16']['peak_rss_mib']:.0f} "
-        f"({training['bf16']['peak_rss_increase_mib']:.0f}) | | |",
+        f"| training step peak memory MiB (RSS increase over weights + optimizer state) | "
+        f"{training['fp32']['peak_rss_increase_mib']:.0f} | {training['bf16']['peak_rss_increase_mib']:.0f} | "
+        f"{_ratio(training['bf16']['peak_rss_increase_mib'], training['fp32']['peak_rss_increase_mib'])} | |",
         "",
         "| evaluation | chunked | full sort | full / chunked | target |",
         "|---|---:|---:|---:|---|",

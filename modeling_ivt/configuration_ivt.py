@@ -29,6 +29,18 @@ class IVTConfig(PretrainedConfig):
         layer_norm_eps (`float`, *optional*, defaults to 1e-6): eps of the transformer LayerNorms.
         text_layer_norm_eps (`float`, *optional*, defaults to 1e-12): eps of the text embedding LayerNorm.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the truncated-normal initialisation.
+        fusion_num_hidden_layers (`int`, *optional*, defaults to 6): depth of the pre-training fusion encoder
+            ([`IVTForPreTraining`] only; the dual encoder ignores the `fusion_*` and `*_loss_weight` fields).
+        fusion_num_attention_heads (`int`, *optional*): fusion attention heads (default: `num_attention_heads`).
+        fusion_intermediate_size (`int`, *optional*): fusion feed-forward width (default: `intermediate_size`).
+        temperature_init (`float`, *optional*, defaults to 0.5): initial ITC temperature, learnable, clamped to
+            [0.001, 0.5].
+        itc_loss_weight, itm_loss_weight, mlm_loss_weight (`float`, *optional*, default to 1.0): pre-training loss
+            weights.
+        cmpm_loss_weight (`float`, *optional*, defaults to 0.0): weight of the optional CMPM loss on the pairs
+            during pre-training (each pair its own id; with `token_drop_ratio` > 0 this is BMM).
+        tie_word_embeddings (`bool`, *optional*, defaults to `True`): the pre-training MLM decoder shares the word
+            embedding matrix, as in BERT.
     """
 
     model_type = "ivt"
@@ -55,9 +67,18 @@ class IVTConfig(PretrainedConfig):
         text_layer_norm_eps=1e-12,
         initializer_range=0.02,
         pad_token_id=0,
+        fusion_num_hidden_layers=6,
+        fusion_num_attention_heads=None,
+        fusion_intermediate_size=None,
+        temperature_init=0.5,
+        itc_loss_weight=1.0,
+        itm_loss_weight=1.0,
+        mlm_loss_weight=1.0,
+        cmpm_loss_weight=0.0,
+        tie_word_embeddings=True,
         **kwargs,
     ):
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
         if hidden_size % num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"
@@ -86,6 +107,19 @@ class IVTConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.text_layer_norm_eps = text_layer_norm_eps
         self.initializer_range = initializer_range
+        fusion_heads = fusion_num_attention_heads or num_attention_heads
+        if hidden_size % fusion_heads != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by fusion_num_attention_heads ({fusion_heads})"
+            )
+        self.fusion_num_hidden_layers = fusion_num_hidden_layers
+        self.fusion_num_attention_heads = fusion_heads
+        self.fusion_intermediate_size = fusion_intermediate_size or intermediate_size
+        self.temperature_init = temperature_init
+        self.itc_loss_weight = itc_loss_weight
+        self.itm_loss_weight = itm_loss_weight
+        self.mlm_loss_weight = mlm_loss_weight
+        self.cmpm_loss_weight = cmpm_loss_weight
 
     @property
     def patch_grid(self) -> tuple[int, int]:

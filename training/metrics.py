@@ -71,10 +71,12 @@ def _stable_sort_keys(scores: torch.Tensor) -> torch.Tensor:
     """
     One int64 key per score, larger for an earlier place in the stable descending order: the high 32 bits are the
     fp32 score's bits mapped to an order-preserving integer, the low 32 bits favour the lower gallery index on ties.
-    All keys of a row are distinct, so a rank is just the number of larger keys.
+    All keys of a row are distinct, so a rank is just the number of larger keys. Overwrites `scores`.
     """
-    bits = (scores + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which ties with it
-    keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    bits = scores.add_(0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which ties with it
+    # Negative floats order backwards as integers: flip their 31 low bits (the arithmetic shift yields the mask).
+    bits ^= (bits >> 31) & 0x7FFFFFFF
+    keys = bits.to(torch.int64)
     del bits
     tie_break = torch.arange(scores.shape[1] - 1, -1, -1, device=scores.device, dtype=torch.int64)
     return keys.bitwise_left_shift_(32).bitwise_or_(tie_break)
@@ -96,28 +98,32 @@ def _relevant_ranks(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch
     """
     0-based stable ranks of each row's relevant gallery images, ascending, as (rows, n_max) with a validity mask.
     A relevant image's rank is the number of gallery images with a larger key; with the relevant keys sorted, one
-    binary search per gallery image and a histogram give all of them without sorting the row.
+    binary search per gallery image and a histogram give all of them without sorting the row. Consumes `scores`
+    (pass a temporary): its memory is reused so that at most two (rows, gallery) int64 matrices exist at once.
     """
     keys = _stable_sort_keys(scores)
+    del scores
+    num_rows, device = relevant.shape[0], keys.device
     num_relevant = relevant.sum(dim=1)
     n_max = int(num_relevant.max())
     rows, columns = relevant.nonzero(as_tuple=True)
     first_of_row = num_relevant.cumsum(0) - num_relevant
-    slots = torch.arange(len(rows), device=scores.device) - first_of_row[rows]
-    valid = torch.arange(n_max, device=scores.device).unsqueeze(0) < num_relevant.unsqueeze(1)
-    relevant_keys = torch.full((scores.shape[0], n_max), torch.iinfo(torch.int64).max, device=scores.device)
+    slots = torch.arange(len(rows), device=device) - first_of_row[rows]
+    valid = torch.arange(n_max, device=device).unsqueeze(0) < num_relevant.unsqueeze(1)
+    relevant_keys = torch.full((num_rows, n_max), torch.iinfo(torch.int64).max, device=device)
     relevant_keys[rows, slots] = keys[rows, columns]
     relevant_keys = relevant_keys.sort(dim=1).values
     # below[i, k] = how many relevant keys of row i are smaller than key k; gallery image k outranks exactly those.
     below = torch.searchsorted(relevant_keys, keys)
     del keys
-    histogram = torch.zeros(scores.shape[0], n_max + 1, device=scores.device, dtype=torch.int64)
-    histogram.scatter_add_(1, below, torch.ones_like(below))
+    # A histogram of `below` per row, as one bincount over row-offset bins.
+    below += (torch.arange(num_rows, device=device) * (n_max + 1)).unsqueeze(1)
+    histogram = torch.bincount(below.flatten(), minlength=num_rows * (n_max + 1)).view(num_rows, n_max + 1)
     del below
     # outranking[i, j] = gallery images above the j-th smallest relevant key = sum of histogram bins beyond j.
     outranking = histogram.flip(1).cumsum(1).flip(1)[:, 1:]
     # The smallest key has the largest rank: reverse each row's valid part so that ranks ascend.
-    reverse = (num_relevant.unsqueeze(1) - 1 - torch.arange(n_max, device=scores.device)).clamp(min=0)
+    reverse = (num_relevant.unsqueeze(1) - 1 - torch.arange(n_max, device=device)).clamp(min=0)
     ranks = outranking.gather(1, reverse)
     return ranks, valid
 
@@ -153,9 +159,8 @@ def retrieval_metrics(
         chunk_ids = query_person_ids[start : start + chunk_size]
         relevant = chunk_ids.unsqueeze(1) == gallery_person_ids.unsqueeze(0)
         _check_every_query_has_a_match(relevant.sum(dim=1), chunk_ids, start)
-        scores = query_embeds[start : start + chunk_size] @ gallery_embeds.t()
-        ranks, valid = _relevant_ranks(scores, relevant)
-        del scores, relevant
+        ranks, valid = _relevant_ranks(query_embeds[start : start + chunk_size] @ gallery_embeds.t(), relevant)
+        del relevant
         for name, value in _metrics_from_ranks(ranks, valid).items():
             totals[name] += float(value)
     return {name: 100.0 * total / query_embeds.shape[0] for name, total in totals.items()}

@@ -1,11 +1,21 @@
 import json
 
 import pytest
+import torch
 
 from bench.run import format_report, main, read_main_job
 
 
-def test_quick_benchmark_reports_every_section(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """The smoke test checks the pipeline, not speed: on a busy 2-core machine two threads make tiny ops crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_benchmark_reports_every_section(tmp_path, capsys, one_thread):
     output = tmp_path / "results" / "quick.json"
     main_job = tmp_path / "main-job"
     main_job.mkdir()

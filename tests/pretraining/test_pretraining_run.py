@@ -1,0 +1,116 @@
+"""Real multi-process pre-training (two gloo processes started by `accelerate launch`): gathered ITC equals the
+single-process loss, and a short run on a local corpus trains, checkpoints, resumes exactly and saves a loadable model."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from modeling_ivt import IVTForPreTraining, IVTModel
+from tests.pretraining.conftest import make_collator
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_MODEL = [
+    "--init", "random", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
+    "--intermediate_size", "64", "--image_height", "48", "--image_width", "32", "--patch_stride", "16",
+    "--fusion_num_hidden_layers", "2", "--token_drop_ratio", "0", "--max_text_length", "32",
+]  # fmt: skip
+
+GATHERED_ITC = textwrap.dedent(
+    """
+    import sys, torch
+    from accelerate import Accelerator
+    sys.path.insert(0, {repo!r})
+    from modeling_ivt import IVTForPreTraining
+    from tests.pretraining.conftest import tiny_pretraining_config
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    model = IVTForPreTraining(tiny_pretraining_config(hidden_dropout_prob=0.0)).eval()
+    batch = torch.load({batch!r}, weights_only=True)
+    size = batch["input_ids"].shape[0] // accelerator.num_processes
+    rows = slice(accelerator.process_index * size, (accelerator.process_index + 1) * size)
+    local = {{name: value[rows] for name, value in batch.items()}}
+    out = model(**local)
+    out.itc_loss.backward()
+    grad = model.ivt.final_layer_norm.weight.grad.clone()
+    torch.distributed.all_reduce(grad)
+    loss = out.itc_loss.detach().clone()
+    torch.distributed.all_reduce(loss)
+    n = accelerator.num_processes
+    if accelerator.is_main_process:
+        torch.save({{"loss": loss / n, "grad": grad / n, "processes": n}}, {result!r})
+    """
+)
+
+
+def launch(args, cwd, timeout=240):
+    """Two gloo processes: accelerate 1.15 runs `launch --num_processes 2 --cpu` as ONE process, so launch
+    torchrun-style (`--multi_gpu`) with ACCELERATE_USE_CPU, which works on a machine without a GPU."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO),
+        "ACCELERATE_USE_CPU": "1",
+    }
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", *args]
+    completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    return completed
+
+
+def test_itc_over_two_processes_equals_one_process_on_the_whole_batch(tmp_path, processor, pairs):
+    from tests.pretraining.conftest import tiny_pretraining_config
+
+    batch = dict(make_collator(processor, seed=0)(pairs))
+    torch.save(batch, tmp_path / "batch.pt")
+    script = tmp_path / "gathered_itc.py"
+    result = tmp_path / "result.pt"
+    script.write_text(GATHERED_ITC.format(repo=str(REPO), batch=str(tmp_path / "batch.pt"), result=str(result)))
+    launch([str(script)], cwd=tmp_path)
+    distributed = torch.load(result, weights_only=True)
+    assert distributed["processes"] == 2
+
+    torch.manual_seed(0)
+    model = IVTForPreTraining(tiny_pretraining_config(hidden_dropout_prob=0.0)).eval()
+    out = model(**batch)
+    out.itc_loss.backward()
+    torch.testing.assert_close(distributed["loss"], out.itc_loss.detach())
+    torch.testing.assert_close(distributed["grad"], model.ivt.final_layer_norm.weight.grad)
+
+
+def test_two_process_pretraining_checkpoints_resumes_exactly_and_saves_a_loadable_model(tmp_path, json_corpus):
+    output = tmp_path / "run"
+    common = [
+        str(REPO / "training" / "run.py"), "--stage", "pretrain", "--corpus", str(json_corpus),
+        "--dataset", str(tmp_path / "no-benchmark"), "--no-generate_benchmark", *TINY_MODEL,
+        "--pretrain_batch_size", "3", "--max_train_steps", "4", "--num_epochs", "2", "--checkpointing_steps", "2",
+        "--report_to", "none", "--logging_steps", "1", "--corpus_shuffle_buffer", "8", "--seed", "7",
+    ]  # fmt: skip
+    launch([*common, "--output_dir", str(output)], cwd=tmp_path)
+
+    results = json.loads((output / "results.json").read_text())
+    assert results["num_processes"] == 2 and results["effective_batch_size"] == 6
+    # 16 pairs make 2 global batches of 6 per pass: 4 steps finish one pass, the second stops after its last full batch
+    assert results["trained_steps"] == 4 and results["corpus_passes"] == 1
+    assert set(results["final_losses"]) == {"loss", "itc_loss", "itm_loss", "mlm_loss"}
+    assert all(value == value and value > 0 for value in results["final_losses"].values())
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
+    final = IVTForPreTraining.from_pretrained(output / "best")
+    assert final.mlm_head.decoder.weight is final.ivt.text_embeddings.word_embeddings.weight
+    assert "ITC + ITM + MLM" in (output / "best" / "README.md").read_text()
+    assert type(IVTModel.from_pretrained(output / "best")) is IVTModel
+
+    # Resume the same run from its step-2 checkpoint: the same batches, draws and updates give the same model.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(output / "checkpoints" / "checkpoint_0", resumed / "checkpoints" / "checkpoint_0")
+    launch([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"], cwd=tmp_path)
+    again = IVTForPreTraining.from_pretrained(resumed / "best")
+    assert json.loads((resumed / "results.json").read_text())["trained_steps"] == 4
+    for name, value in final.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value, msg=name)

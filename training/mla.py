@@ -1,0 +1,186 @@
+"""Multi-level alignment (MLA, ivt_spec.md section 3): three texts of different granularity per training caption,
+each paired with its own augmented view of the image, and the training dataset that produces them.
+
+Word level: the generated benchmark stores the phrases of each image's visible attributes (`attributes` column), and
+those are used as they are. Where a record has no attribute phrases (the real CUHK-PEDES release; the authors'
+annotation file was never published) the phrases come from `attribute_phrases_from_caption`, a rule-based chunker:
+the caption is cut at punctuation and at the connectives that introduce a garment or an item in pedestrian
+descriptions ("and", "with", "wearing", "carrying", ...), leading articles and pronouns are stripped, and chunks of at
+least two words are kept ("a woman wearing a red shirt and blue jeans" -> "red shirt", "blue jeans").
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import datasets
+import torch
+
+from .augmentation import TrainAugmentation
+
+MIN_CHUNK_CHARS = 5
+CONNECTIVES = (
+    r"\band\b|\bwith\b|\bwearing\b|\bwears\b|\bcarrying\b|\bcarries\b|\bholding\b|\bholds\b|\bhas\b|\bhave\b|"
+    r"\bis\b|\bwho\b|\bwhile\b|\bover\b|\bon (?:her|his|the) (?:back|shoulder|head|feet)\b"
+)
+LEADING_WORDS = {"a", "an", "the", "he", "she", "his", "her", "this", "that", "they", "their", "also", "in", "of"}
+
+
+def sentence_level(caption: str) -> str:
+    """The whole caption, lower-cased."""
+    return caption.strip().lower()
+
+
+def phrase_candidates(caption: str) -> list[str]:
+    """
+    Per sentence (split on "."): the longest comma chunk, and the other chunks re-joined with ","; candidates of more
+    than 5 characters (released rule).
+    """
+    candidates = []
+    for sentence in caption.lower().split("."):
+        chunks = sentence.split(",")
+        longest = max(range(len(chunks)), key=lambda index: len(chunks[index]))
+        rest = ",".join(chunk for index, chunk in enumerate(chunks) if index != longest)
+        candidates.extend(text.strip() for text in (chunks[longest], rest) if len(text.strip()) > MIN_CHUNK_CHARS)
+    return candidates
+
+
+def chunk_candidates(caption: str) -> list[str]:
+    """Comma or period chunks longer than 5 characters (the released word level of ICFG-PEDES and RSTPReid)."""
+    chunks = re.split(r"[.,]", caption.lower())
+    return [chunk.strip() for chunk in chunks if len(chunk.strip()) > MIN_CHUNK_CHARS]
+
+
+def attribute_phrases_from_caption(caption: str) -> list[str]:
+    """Short attribute phrases cut out of a caption by the rule-based chunker described in the module docstring."""
+    phrases = []
+    for piece in re.split(r"[.,;:!?]|" + CONNECTIVES, caption.lower()):
+        words = piece.split()
+        while words and words[0] in LEADING_WORDS:
+            words = words[1:]
+        phrase = " ".join(words)
+        if len(words) >= 2 and len(phrase) > MIN_CHUNK_CHARS:
+            phrases.append(phrase)
+    return phrases
+
+
+def phrase_level(caption: str, rng: random.Random) -> str:
+    """One phrase candidate chosen uniformly; the sentence level when the caption has none."""
+    candidates = phrase_candidates(caption)
+    return rng.choice(candidates) if candidates else sentence_level(caption)
+
+
+def word_level(caption: str, attributes: list[str], rng: random.Random, max_phrases: int, mode: str) -> str:
+    """
+    mode "attributes": k uniform in 1..max_phrases attribute phrases (the record's, else the chunker's) joined with
+    ", "; mode "chunk": one comma/period chunk. Falls back to the phrase level when nothing qualifies.
+    """
+    if mode == "chunk":
+        candidates = chunk_candidates(caption)
+        return rng.choice(candidates) if candidates else phrase_level(caption, rng)
+    phrases = [phrase.lower() for phrase in attributes] or attribute_phrases_from_caption(caption)
+    if not phrases:
+        return phrase_level(caption, rng)
+    count = rng.randint(1, min(max_phrases, len(phrases)))
+    return ", ".join(rng.sample(phrases, count))
+
+
+class MLATrainingDataset(torch.utils.data.Dataset):
+    """
+    Training items for IVT. Indexed by `(pair_index, item_seed)` as the identity sampler yields them: the seed drives
+    every random choice of the item (views, phrase picks), so an item is reproducible wherever it is built (any
+    DataLoader worker, before or after a resume). With `mla` an item is three (view, text) pairs: (view 1, sentence),
+    (view 2, phrase), (view 3, word); without, one (view, sentence) pair.
+    """
+
+    def __init__(
+        self,
+        pairs: datasets.Dataset,
+        augmentation: TrainAugmentation,
+        mla: bool = True,
+        word_max_phrases: int = 3,
+        word_mode: str = "attributes",
+    ):
+        self.pairs = pairs
+        self.augmentation = augmentation
+        self.mla = mla
+        self.word_max_phrases = word_max_phrases
+        self.word_mode = word_mode
+        self.person_ids = pairs["person_id"]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, item_seed = key
+        example = self.pairs[int(index)]
+        rng = random.Random(item_seed)
+        generator = torch.Generator().manual_seed(item_seed)
+        caption = example["caption"]
+        texts = [sentence_level(caption)]
+        if self.mla:
+            texts.append(phrase_level(caption, rng))
+            texts.append(word_level(caption, example["attributes"], rng, self.word_max_phrases, self.word_mode))
+        views = torch.stack([self.augmentation(example["image"], generator) for _ in texts])
+        return {"pixel_values": views, "texts": texts, "person_id": example["person_id"]}
+
+
+class MLACollator:
+    """
+    Concatenates the items' pairs level by level into one batch of (levels x items) pairs. Each level's texts are
+    tokenized and padded on their own: word- and phrase-level texts are much shorter than sentences, and padding them
+    to the sentence length would spend most of the text compute on padding.
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, items: list[dict]) -> dict:
+        num_levels = len(items[0]["texts"])
+        text_levels = []
+        for level in range(num_levels):
+            encoding = self.tokenizer(
+                [item["texts"][level] for item in items],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_token_type_ids=False,
+                return_tensors="pt",
+            )
+            text_levels.append({"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]})
+        pixel_values = torch.cat([torch.stack([item["pixel_values"][level] for item in items]) for level in range(num_levels)])
+        person_ids = torch.tensor([item["person_id"] for item in items], dtype=torch.long).repeat(num_levels)
+        return {"pixel_values": pixel_values, "text_levels": text_levels, "person_ids": person_ids}
+
+
+def batch_to_device(batch: dict, device) -> dict:
+    return {
+        "pixel_values": batch["pixel_values"].to(device),
+        "person_ids": batch["person_ids"].to(device),
+        "text_levels": [{name: tensor.to(device) for name, tensor in level.items()} for level in batch["text_levels"]],
+    }
+
+
+class IVTForMLATraining(torch.nn.Module):
+    """
+    The training-time forward of IVT: [CLS] features of every view and of every text level (encoded level by level),
+    in one `forward` so that DistributedDataParallel sees a single call. `model` is the IVTModel that gets saved.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, pixel_values: torch.Tensor, text_levels: list[dict], token_drop_generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        image_features = self.model.get_image_features(pixel_values, token_drop_generator=token_drop_generator)
+        text_features = [
+            self.model.get_text_features(
+                level["input_ids"], level["attention_mask"], token_drop_generator=token_drop_generator
+            ).pooler_output
+            for level in text_levels
+        ]
+        return image_features.pooler_output, torch.cat(text_features)

@@ -1,0 +1,149 @@
+"""The model card of a fine-tuned IVT, filled into the `model_card.md` template at the repository root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from modeling_ivt.hub_utils import RISKS, USAGE
+
+from .config import TrainingConfig
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+METRIC_NAMES = ("R@1", "R@5", "R@10", "mAP", "mINP")
+METRIC_TYPES = {"R@1": "recall_at_1", "R@5": "recall_at_5", "R@10": "recall_at_10", "mAP": "map", "mINP": "minp"}
+GENERATED_CAVEAT = (
+    "Drawn Pedestrians is procedurally drawn: a model trained only on it is a demonstration of the pipeline, not a "
+    "person retrieval system for real photos."
+)
+REAL_CAVEAT = (
+    "The benchmark's images were collected from surveillance-style cameras and are licensed for research only; check "
+    "that licence before any other use of this model."
+)
+
+
+def metrics_table(metrics: dict[str, float] | None) -> str:
+    """The five retrieval metrics as a one-row markdown table."""
+    if not metrics:
+        return "(not evaluated)"
+    header = "| " + " | ".join(METRIC_NAMES) + " |"
+    rule = "|" + "---:|" * len(METRIC_NAMES)
+    row = "| " + " | ".join(f"{metrics[name]:.2f}" for name in METRIC_NAMES) + " |"
+    return "\n".join([header, rule, row])
+
+
+def _metadata(config: TrainingConfig, dataset_name: str, model_name: str, test_metrics: dict | None) -> ModelCardData:
+    eval_results = [
+        EvalResult(
+            task_type="text-to-image-retrieval",
+            task_name="Text-based person retrieval",
+            dataset_type=config.dataset,
+            dataset_name=dataset_name,
+            dataset_split=config.test_split,
+            metric_type=METRIC_TYPES[name],
+            metric_name=name,
+            metric_value=round(float(test_metrics[name]), 2),
+        )
+        for name in METRIC_NAMES
+        if test_metrics
+    ]
+    base_model = None
+    if config.init == "minilm":
+        base_model = "sentence-transformers/all-MiniLM-L6-v2"
+    elif config.init not in ("random", "vit_bert"):
+        base_model = config.init
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="feature-extraction",
+        license="apache-2.0",
+        tags=["ivt", "text-based-person-retrieval", "person-search", "custom_code"],
+        datasets=[dataset_name],
+        base_model=base_model,
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+
+
+def build_model_card(
+    config: TrainingConfig,
+    *,
+    model_config,
+    dataset_name: str,
+    init_source: str,
+    test_metrics: dict | None,
+    best_epoch: int | None,
+    selection_split: str | None,
+    num_processes: int,
+    trained_epochs: int,
+    trained_steps: int,
+    repo_id: str | None = None,
+) -> ModelCard:
+    """A ModelCard with YAML metadata (incl. a model-index of the test metrics), recipe, usage and risks."""
+    model_name = repo_id.split("/")[-1] if repo_id else f"ivt-{Path(config.output_dir).name}"
+    effective_items = config.items_per_batch * num_processes * config.gradient_accumulation_steps
+    levels = 3 if config.mla else 1
+    objective = "CMPM"
+    if config.mla:
+        objective += f" with multi-level alignment (sentence / phrase / word level, word level: {config.word_level})"
+    objective += (
+        f", bidirectional token dropping up to {config.token_drop_ratio:.0%} of the tokens"
+        if model_config.token_drop_ratio > 0
+        else ", no token dropping"
+    )
+    if selection_split and best_epoch is not None:
+        selection = f"on the **{selection_split}** split (best R@1, epoch {best_epoch}); the test split was evaluated once"
+    else:
+        selection = "as the last epoch (no validation split); the test split was evaluated once"
+    schedule = (
+        f"linear warm-up from {config.warmup_start_lr} over {config.warmup_epochs} epoch(s), cosine to "
+        f"{config.min_lr}, updated every {config.schedule_unit}"
+    )
+    augmentation = (
+        f"bicubic resize, pad {config.pad}, random crop, flip {config.flip_prob}, random erasing {config.erasing_prob}; "
+        "drawn independently per view"
+        if config.augment
+        else "none (test-time resize only)"
+    )
+    fields = dict(
+        metadata=_metadata(config, dataset_name, model_name, test_metrics).to_yaml(),
+        model_name=model_name,
+        dataset_name=dataset_name,
+        dataset_path=config.dataset,
+        test_split=config.test_split,
+        test_table=metrics_table(test_metrics),
+        selection=selection,
+        init_source=init_source,
+        num_layers=model_config.num_hidden_layers,
+        hidden_size=model_config.hidden_size,
+        num_heads=model_config.num_attention_heads,
+        intermediate_size=model_config.intermediate_size,
+        image_height=model_config.image_size[0],
+        image_width=model_config.image_size[1],
+        patch_size=model_config.patch_size,
+        patch_stride=model_config.patch_stride,
+        num_image_tokens=model_config.num_image_tokens,
+        objective=objective,
+        loss_scope="per process (as released)" if config.local_loss else "over the features of all processes",
+        augmentation=augmentation,
+        ids_per_batch=config.ids_per_batch,
+        pairs_per_id=config.pairs_per_id,
+        effective_batch_size=effective_items,
+        effective_pairs=effective_items * levels,
+        num_processes=num_processes,
+        items_per_batch=config.items_per_batch,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        bias_lr_factor=config.bias_lr_factor,
+        weight_decay=config.weight_decay,
+        schedule=schedule,
+        trained_epochs=trained_epochs,
+        trained_steps=trained_steps,
+        mixed_precision=config.mixed_precision,
+        seed=config.seed,
+        usage=USAGE.format(repo=repo_id or "path/to/best"),
+        risks=RISKS,
+        dataset_caveat=GENERATED_CAVEAT if "drawn" in dataset_name.lower() else REAL_CAVEAT,
+    )
+    return ModelCard(TEMPLATE.read_text(encoding="utf-8").format(**fields))

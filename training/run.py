@@ -1,0 +1,339 @@
+"""Fine-tune IVT on a built benchmark with accelerate: one code path for a CPU, one GPU, many GPUs and many machines.
+
+    accelerate launch training/run.py                       # default recipe: training/configs/generated.yaml
+    accelerate launch --num_processes 2 --cpu training/run.py --num_epochs 2
+    accelerate launch training/run.py --config training/configs/cuhk_pedes.yaml --dataset data/cuhk-pedes
+    accelerate launch training/run.py --output_dir outputs/run --resume_from_checkpoint latest
+
+At the end the best-on-validation model (weights, processor, model card) is in OUTPUT_DIR/best, the test metrics are
+printed and OUTPUT_DIR/results.json holds them with the timings and the full configuration.
+"""
+
+from __future__ import annotations
+
+import time
+
+START_TIME = time.time()
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import datasets  # noqa: E402
+import torch  # noqa: E402
+from accelerate.utils import set_seed  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from dataset_scripts.generate import BENCHMARK_NAME  # noqa: E402
+from dataset_scripts.views import training_pairs  # noqa: E402
+from modeling_ivt import IVTModel  # noqa: E402
+from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
+from modeling_ivt.hub_utils import push_folder_to_hub  # noqa: E402
+from training.augmentation import TrainAugmentation  # noqa: E402
+from training.config import TrainingConfig, parse_config  # noqa: E402
+from training.engine import (  # noqa: E402
+    TrainingProgress,
+    build_lr_scheduler,
+    build_optimizer,
+    create_accelerator,
+    derived_seed,
+    load_benchmark,
+    prepare_output_dir,
+    resume_from_checkpoint,
+    tracker_config,
+    write_json_atomically,
+)
+from training.initialization import build_model_and_processor  # noqa: E402
+from training.loss import distributed_cmpm_loss  # noqa: E402
+from training.mla import IVTForMLATraining, MLACollator, MLATrainingDataset, batch_to_device  # noqa: E402
+from training.model_card import METRIC_NAMES, build_model_card, metrics_table  # noqa: E402
+from training.pretrain import pretrain  # noqa: E402
+from training.retrieval import evaluate_split  # noqa: E402
+from training.sampler import IdentityBatchSampler  # noqa: E402
+
+logger = logging.getLogger("training.run")
+
+BEST_DIR = "best"
+RESULTS_FILE = "results.json"
+
+
+def dataset_display_name(config: TrainingConfig) -> str:
+    """The benchmark's `pretty_name` from its dataset card, else its folder name."""
+    card = Path(config.dataset) / "README.md"
+    if card.is_file():
+        for line in card.read_text(encoding="utf-8").splitlines():
+            if line.startswith("pretty_name:"):
+                return line.split(":", 1)[1].strip()
+    return BENCHMARK_NAME if config.generate_benchmark else Path(config.dataset).name
+
+
+def check_splits(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> None:
+    for option in ("train_split", "validation_split", "test_split"):
+        split = getattr(config, option)
+        if split is not None and split not in dataset_dict:
+            raise ValueError(
+                f"--{option} {split}: {config.dataset} has no such split (it has {', '.join(dataset_dict)}); "
+                f"pass --{option} null to skip it"
+            )
+
+
+def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> datasets.Dataset:
+    pairs = training_pairs(dataset_dict[config.train_split])
+    if config.max_train_ids is not None:
+        kept = set(sorted(set(pairs["person_id"]))[: config.max_train_ids])
+        pairs = pairs.filter(lambda batch: [pid in kept for pid in batch["person_id"]], batched=True)
+    return pairs
+
+
+def train_one_epoch(
+    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar
+) -> None:
+    """Optimiser steps over the rest of this epoch's batches (a multiple of the accumulation steps)."""
+    model.train()
+    accumulation = config.gradient_accumulation_steps
+    usable_batches = sampler.batches_per_epoch() // accumulation * accumulation
+    running_loss, running_count = 0.0, 0
+    for batch in loader:
+        if sampler.batches_consumed >= usable_batches or progress.global_step >= total_steps:
+            break
+        batch = batch_to_device(batch, accelerator.device)
+        generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
+        token_drop_generator = torch.Generator(generator_device).manual_seed(
+            derived_seed(config.seed, "token-drop", progress.epoch, sampler.batches_consumed, accelerator.process_index)
+        )
+        with accelerator.accumulate(model):
+            image_features, text_features = model(batch["pixel_values"], batch["text_levels"], token_drop_generator)
+            loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.local_loss)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            if accelerator.sync_gradients:
+                scheduler.step()
+            optimizer.zero_grad()
+        sampler.batches_consumed += 1
+        running_loss += loss.detach().float().item()
+        running_count += 1
+        if accelerator.sync_gradients:
+            progress.global_step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=progress.epoch)
+            if progress.global_step % config.logging_steps == 0:
+                accelerator.log(
+                    {"train/loss": running_loss / running_count, "train/lr": scheduler.get_last_lr()[0]},
+                    step=progress.global_step,
+                )
+                running_loss, running_count = 0.0, 0
+            if config.checkpointing_steps and progress.global_step % config.checkpointing_steps == 0:
+                accelerator.save_state()
+
+
+def finetune(config: TrainingConfig) -> dict:
+    """Train, select on validation, evaluate on test, save `best/` and `results.json`; returns the results."""
+    accelerator = create_accelerator(
+        config.output_dir,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        report_to=config.report_to,
+        checkpoints_total_limit=config.checkpoints_total_limit,
+    )
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    output_dir = prepare_output_dir(config, accelerator)
+    dataset_dict = load_benchmark(config, accelerator)
+    check_splits(config, dataset_dict)
+    pairs = select_training_pairs(config, dataset_dict)
+
+    set_seed(config.seed)
+    model, processor, init_source = build_model_and_processor(config)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    image_size = tuple(model.config.image_size)
+    augmentation = TrainAugmentation(image_size, config.pad, config.flip_prob, config.erasing_prob, config.augment)
+    train_dataset = MLATrainingDataset(pairs, augmentation, config.mla, config.word_max_phrases, config.word_level)
+    sampler = IdentityBatchSampler(
+        train_dataset.person_ids,
+        config.ids_per_batch,
+        config.pairs_per_id,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+        seed=config.seed,
+    )
+    loader = torch.utils.data.DataLoader(
+        train_dataset,
+        batch_sampler=sampler,
+        collate_fn=MLACollator(processor.tokenizer, config.max_text_length),
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        generator=torch.Generator(),
+    )
+    steps_per_epoch = sampler.batches_per_epoch(0) // config.gradient_accumulation_steps
+    total_steps = config.num_epochs * steps_per_epoch
+    if config.max_train_steps is not None:
+        total_steps = min(total_steps, config.max_train_steps)
+    optimizer = build_optimizer(
+        model,
+        config.optimizer,
+        config.learning_rate,
+        config.weight_decay,
+        config.bias_lr_factor,
+        config.momentum,
+        (config.adam_beta1, config.adam_beta2),
+    )
+    scheduler = build_lr_scheduler(
+        optimizer,
+        steps_per_epoch,
+        total_steps,
+        config.learning_rate,
+        config.warmup_epochs,
+        config.warmup_start_lr,
+        config.min_lr,
+        per_epoch=config.schedule_unit == "epoch",
+    )
+    model, optimizer = accelerator.prepare(IVTForMLATraining(model), optimizer)
+    progress = TrainingProgress()
+    for stateful in (sampler, scheduler, progress):
+        accelerator.register_for_checkpointing(stateful)
+    if config.resume_from_checkpoint:
+        resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
+    accelerator.init_trackers("ivt", config=tracker_config(config))
+
+    effective_batch_size = config.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
+    logger.info(
+        "training %s on %d pairs (%d identities): %d processes, %d items per optimiser step, %d steps",
+        init_source,
+        len(pairs),
+        len(sampler.indices_by_person),
+        accelerator.num_processes,
+        effective_batch_size,
+        total_steps,
+    )
+    best_dir = output_dir / BEST_DIR
+    validation = dataset_dict[config.validation_split] if config.validation_split else None
+    bar = tqdm(
+        total=total_steps,
+        initial=progress.global_step,
+        desc="Training",
+        unit="step",
+        disable=not accelerator.is_local_main_process,
+    )
+    while progress.epoch < config.num_epochs and progress.global_step < total_steps:
+        sampler.set_epoch(progress.epoch)
+        train_one_epoch(
+            accelerator=accelerator,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loader=loader,
+            sampler=sampler,
+            progress=progress,
+            config=config,
+            total_steps=total_steps,
+            bar=bar,
+        )
+        progress.epoch += 1
+        sampler.set_epoch(progress.epoch)
+        last = progress.epoch >= config.num_epochs or progress.global_step >= total_steps
+        if validation is not None and (progress.epoch % config.eval_every_epochs == 0 or last):
+            unwrapped = accelerator.unwrap_model(model).model
+            unwrapped.eval()
+            metrics = evaluate_split(unwrapped, processor, validation, batch_size=config.eval_batch_size, accelerator=accelerator)
+            accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=progress.global_step)
+            progress.history.append({"epoch": progress.epoch, "step": progress.global_step, **metrics})
+            logger.info("epoch %d validation: %s", progress.epoch, metrics)
+            if progress.best_score is None or metrics["R@1"] > progress.best_score:
+                progress.best_score, progress.best_epoch, progress.best_metrics = metrics["R@1"], progress.epoch, metrics
+                if accelerator.is_main_process:
+                    save_model_folder(unwrapped, processor, best_dir, overwrite=True)
+        elif validation is None and last:
+            progress.best_epoch = progress.epoch
+            if accelerator.is_main_process:
+                save_model_folder(accelerator.unwrap_model(model).model, processor, best_dir, overwrite=True)
+        if not config.checkpointing_steps:
+            accelerator.save_state()
+    bar.close()
+    accelerator.wait_for_everyone()
+
+    best_model = IVTModel.from_pretrained(best_dir, dtype=torch.float32).to(accelerator.device).eval()
+    test_metrics = None
+    if config.test_split:
+        test_metrics = evaluate_split(
+            best_model, processor, dataset_dict[config.test_split], batch_size=config.eval_batch_size, accelerator=accelerator
+        )
+        accelerator.log({f"test/{name}": value for name, value in test_metrics.items()}, step=progress.global_step)
+    time_to_final_metrics = time.time() - START_TIME
+    results = {
+        "wall_time_s": None,
+        "time_to_final_metrics_s": round(time_to_final_metrics, 1),
+        "test": test_metrics,
+        "validation": progress.best_metrics,
+        "best_epoch": progress.best_epoch,
+        "num_processes": accelerator.num_processes,
+        "effective_batch_size": effective_batch_size,
+        "seed": config.seed,
+        "trained_steps": progress.global_step,
+        "validation_history": progress.history,
+        "config": config.to_dict(),
+    }
+    if accelerator.is_main_process:
+        card = build_model_card(
+            config,
+            model_config=best_model.config,
+            dataset_name=dataset_display_name(config),
+            init_source=init_source,
+            test_metrics=test_metrics,
+            best_epoch=progress.best_epoch if validation is not None else None,
+            selection_split=config.validation_split,
+            num_processes=accelerator.num_processes,
+            trained_epochs=progress.epoch,
+            trained_steps=progress.global_step,
+            repo_id=config.push_to_hub,
+        )
+        partial_card = best_dir / ".README.md.partial"
+        card.save(partial_card)
+        os.replace(partial_card, best_dir / "README.md")
+        if config.push_to_hub:
+            push_folder_to_hub(best_dir, config.push_to_hub, commit_message=f"IVT fine-tuned on {dataset_display_name(config)}")
+        results["wall_time_s"] = round(time.time() - START_TIME, 1)
+        write_json_atomically(output_dir / RESULTS_FILE, results)
+    accelerator.end_training()
+    return results
+
+
+def pretrain_stage(config: TrainingConfig) -> dict:
+    """Vision-language pre-training (training/pretrain.py), timed from this script's start like fine-tuning."""
+    return pretrain(config, start_time=START_TIME)
+
+
+STAGES = {"finetune": finetune, "pretrain": pretrain_stage}
+
+
+def print_summary(results: dict, output_dir: Path) -> None:
+    print()
+    if results["test"]:
+        print(f"Test metrics ({results['config']['test_split']} split):")
+        print(metrics_table(results["test"]))
+    if results["validation"]:
+        print(f"Best validation (epoch {results['best_epoch']}): " + ", ".join(f"{name} {results['validation'][name]:.2f}" for name in METRIC_NAMES))
+    print(f"Model, processor and model card: {output_dir / BEST_DIR}")
+    print(f"Results: {output_dir / RESULTS_FILE}  (wall time {results['wall_time_s']:.0f} s)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    datasets.logging.set_verbosity_warning()
+    config = parse_config(argv, description=__doc__)
+    if config.stage not in STAGES:
+        raise SystemExit(f"--stage {config.stage}: unknown stage; available: {', '.join(STAGES)}")
+    results = STAGES[config.stage](config)
+    if results["wall_time_s"] is not None:
+        print_summary(results, Path(config.output_dir))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Identity sampler: batches of P identities x K pairs, split across processes, seedable and checkpointable."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+
+class IdentityBatchSampler:
+    """
+    Yields, for one process, batches of `ids_per_batch` distinct identities with `pairs_per_id` pairs each, as lists
+    of `(pair_index, item_seed)` keys (see `MLATrainingDataset`).
+
+    Each epoch (seeded by `seed` and the epoch number) every identity's pairs are shuffled and cut into chunks of K
+    (an identity with fewer than K pairs is filled up by drawing its pairs again); batches then take one chunk from each
+    of P identities drawn at random among those with chunks left, until fewer than P remain. The epoch's batch list
+    is the same on every process; process r takes batches r, r + N, r + 2N, ... (cut to a multiple of N), so the
+    processes see disjoint parts that together cover the epoch. `state_dict` / `load_state_dict` (used by
+    `Accelerator.register_for_checkpointing`) record the epoch and how many batches of it were consumed, so a resumed
+    run continues with the very next batch.
+    """
+
+    def __init__(
+        self,
+        person_ids: Sequence[int],
+        ids_per_batch: int,
+        pairs_per_id: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        by_person = defaultdict(list)
+        for index, person_id in enumerate(person_ids):
+            by_person[int(person_id)].append(index)
+        if len(by_person) < ids_per_batch:
+            raise ValueError(
+                f"the training split has {len(by_person)} identities, fewer than ids_per_batch={ids_per_batch}"
+            )
+        self.indices_by_person = dict(sorted(by_person.items()))
+        self.ids_per_batch = ids_per_batch
+        self.pairs_per_id = pairs_per_id
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.epoch = 0
+        self.batches_consumed = 0
+        self._cache: tuple[int, list[list[tuple[int, int]]]] | None = None
+        if len(self) == 0:
+            raise ValueError(
+                f"not one batch per process: {len(by_person)} identities cannot fill {num_replicas} process(es) with "
+                f"batches of {ids_per_batch} identities"
+            )
+
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+        """This process's batches of `epoch`."""
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = random.Random(f"identity-sampler-{self.seed}-{epoch}")
+        chunks = {}
+        for person_id, indices in self.indices_by_person.items():
+            indices = list(indices)
+            if len(indices) < self.pairs_per_id:
+                indices = rng.choices(indices, k=self.pairs_per_id)
+            rng.shuffle(indices)
+            usable = len(indices) - len(indices) % self.pairs_per_id
+            chunks[person_id] = [indices[start : start + self.pairs_per_id] for start in range(0, usable, self.pairs_per_id)]
+        available = list(chunks)
+        batches = []
+        while len(available) >= self.ids_per_batch:
+            chosen = rng.sample(available, self.ids_per_batch)
+            batch = []
+            for person_id in chosen:
+                batch.extend((index, rng.getrandbits(63)) for index in chunks[person_id].pop())
+                if not chunks[person_id]:
+                    available.remove(person_id)
+            batches.append(batch)
+        per_process = len(batches) // self.num_replicas
+        mine = batches[self.rank :: self.num_replicas][:per_process]
+        self._cache = (epoch, mine)
+        return mine
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its first batch, unless a restored state says part of it was already consumed."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.batches_consumed = 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        yield from self._epoch_batches(self.epoch)[self.batches_consumed :]
+
+    def __len__(self) -> int:
+        """Batches left in the current epoch for this process."""
+        return len(self._epoch_batches(self.epoch)) - self.batches_consumed
+
+    def batches_per_epoch(self, epoch: int | None = None) -> int:
+        return len(self._epoch_batches(self.epoch if epoch is None else epoch))
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "batches_consumed": self.batches_consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"the checkpoint's sampler seed is {state['seed']}, this run's is {self.seed}")
+        self.epoch = state["epoch"]
+        self.batches_consumed = state["batches_consumed"]
