@@ -39,7 +39,9 @@ def test_embeddings_are_normalised_and_independent_of_batching(loaded, tiny_benc
         single = model.get_text_features(**processor(text=[captions[7]])).pooler_output[0]
     torch.testing.assert_close(text_embeds[7], torch.nn.functional.normalize(single, dim=0), atol=1e-5, rtol=1e-5)
     pil_images = [gallery[index]["image"] for index in range(len(gallery))]
-    torch.testing.assert_close(embed_images(model, processor, pil_images, batch_size=64), image_embeds, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        embed_images(model, processor, pil_images, batch_size=64), image_embeds, atol=1e-5, rtol=1e-5
+    )
     assert not model.training
 
 
