@@ -293,7 +293,7 @@ def training_runs(
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     for precision in precisions:
         step(precision)
