@@ -55,8 +55,11 @@ def _measure_evaluation(
     with peak_rss() as memory:
         timing = time_calls(lambda: retrieval_metrics(*case, chunk_size=chunk_size), budget_s=0.0, warmup=0)
     chunked = timing.result
-    result["chunked"] = {"seconds": timing.seconds_per_call, "peak_rss_increase_mib": memory.increase_mib,
-                         "metrics": chunked}
+    result["chunked"] = {
+        "seconds": timing.seconds_per_call,
+        "peak_rss_increase_mib": memory.increase_mib,
+        "metrics": chunked,
+    }
     result["similarity_products_seconds"] = time_calls(
         lambda: scores_only(case[0], case[1], chunk_size), budget_s=0.0, warmup=0
     ).seconds_per_call
@@ -64,19 +67,27 @@ def _measure_evaluation(
     needed = FULL_SORT_BYTES_PER_PAIR * num_queries * num_gallery
     available = psutil.virtual_memory().available
     if skip_full_sort or needed > 0.8 * available:
-        reason = "not requested" if skip_full_sort else f"needs ~{needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB free"
+        reason = (
+            "not requested" if skip_full_sort else f"needs ~{needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB free"
+        )
         result["full_sort"] = {"skipped": reason}
         return result
     with peak_rss() as memory:
         timing = time_calls(lambda: full_sort_retrieval_metrics(*case), budget_s=0.0, warmup=0)
     full = timing.result
-    result["full_sort"] = {"seconds": timing.seconds_per_call, "peak_rss_increase_mib": memory.increase_mib,
-                           "metrics": full}
+    result["full_sort"] = {
+        "seconds": timing.seconds_per_call,
+        "peak_rss_increase_mib": memory.increase_mib,
+        "metrics": full,
+    }
     result["max_abs_difference"] = max(abs(chunked[name] - full[name]) for name in chunked)
     result["speedup"] = result["full_sort"]["seconds"] / result["chunked"]["seconds"]
     # An RSS increase below 1 MiB is page-granularity noise: divide by at least that.
-    result["memory_ratio"] = result["full_sort"]["peak_rss_increase_mib"] / max(1.0, result["chunked"]["peak_rss_increase_mib"])
+    result["memory_ratio"] = result["full_sort"]["peak_rss_increase_mib"] / max(
+        1.0, result["chunked"]["peak_rss_increase_mib"]
+    )
     floor = result["similarity_products_seconds"]
-    result["ranking_speedup"] = (result["full_sort"]["seconds"] - floor) / max(result["chunked"]["seconds"] - floor, 1e-9)
+    result["ranking_speedup"] = (result["full_sort"]["seconds"] - floor) / max(
+        result["chunked"]["seconds"] - floor, 1e-9
+    )
     return result
-

@@ -11,7 +11,17 @@ from .common import time_calls
 
 # Instruction sets that decide which bf16 kernels oneDNN can use: native bf16 dot products (avx512_bf16, amx_bf16)
 # or only conversions (avx2 / avx512f emulate bf16 through fp32).
-REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+REPORTED_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 
 
 def cpu_info() -> dict:

@@ -7,6 +7,7 @@ captions of a small generated Drawn Pedestrians split, so that slow settings sta
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -60,8 +61,9 @@ def load_bench_data(workdir: Path, num_people: int) -> BenchData:
 def base_config(patch_stride: int, quick: bool) -> IVTConfig:
     """The released base IVT (768 wide, 12 layers) at `patch_stride`; a 64-wide 2-layer model in quick mode."""
     if quick:
-        return IVTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                         patch_stride=patch_stride)
+        return IVTConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_stride=patch_stride
+        )
     return IVTConfig(patch_stride=patch_stride)
 
 
@@ -174,23 +176,53 @@ def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> lis
     settings = [
         ("fp32, sdpa, inference_mode (default)", model.get_image_features, "fp32", torch.inference_mode, nullcontext),
         ("fp32, no_grad instead of inference_mode", model.get_image_features, "fp32", torch.no_grad, nullcontext),
-        ("fp32, eager attention", model.get_image_features, "fp32", torch.inference_mode,
-         lambda: _attention(model, "eager")),
+        (
+            "fp32, eager attention",
+            model.get_image_features,
+            "fp32",
+            torch.inference_mode,
+            lambda: _attention(model, "eager"),
+        ),
         ("fp32, 1 thread", model.get_image_features, "fp32", torch.inference_mode, lambda: _threads(1)),
         ("bf16 autocast (default)", model.get_image_features, "bf16", torch.inference_mode, nullcontext),
-        ("bf16 autocast, oneDNN (mkldnn) off", model.get_image_features, "bf16", torch.inference_mode,
-         lambda: torch.backends.mkldnn.flags(enabled=False)),
-        ("bf16 weights (model.to(bfloat16)), no autocast", bf16_model.get_image_features, "fp32",
-         torch.inference_mode, nullcontext),
+        (
+            "bf16 autocast, oneDNN (mkldnn) off",
+            model.get_image_features,
+            "bf16",
+            torch.inference_mode,
+            lambda: torch.backends.mkldnn.flags(enabled=False),
+        ),
+        (
+            "bf16 weights (model.to(bfloat16)), no autocast",
+            bf16_model.get_image_features,
+            "fp32",
+            torch.inference_mode,
+            nullcontext,
+        ),
     ]
     if compile_model:
         settings += [
-            ("fp32 + torch.compile", torch.compile(model.get_image_features), "fp32", torch.inference_mode,
-             nullcontext),
-            ("bf16 autocast + torch.compile", torch.compile(model.get_image_features), "bf16",
-             torch.inference_mode, nullcontext),
-            ("bf16 weights + torch.compile", torch.compile(bf16_model.get_image_features), "fp32",
-             torch.inference_mode, nullcontext),
+            (
+                "fp32 + torch.compile",
+                torch.compile(model.get_image_features),
+                "fp32",
+                torch.inference_mode,
+                nullcontext,
+            ),
+            (
+                "bf16 autocast + torch.compile",
+                torch.compile(model.get_image_features),
+                "bf16",
+                torch.inference_mode,
+                nullcontext,
+            ),
+            (
+                "bf16 weights + torch.compile",
+                torch.compile(bf16_model.get_image_features),
+                "fp32",
+                torch.inference_mode,
+                nullcontext,
+            ),
         ]
 
     def run(setting, batch) -> tuple[float, torch.Tensor]:
@@ -240,8 +272,11 @@ def training_runs(
     Every step draws the same token drops and drop paths.
     """
     rows = [data.caption_image[index] for index in range(items)]
-    inputs = dict(processor(text=[data.captions[index] for index in range(items)] * 3,
-                            images=[data.images[row] for row in rows] * 3))
+    inputs = dict(
+        processor(
+            text=[data.captions[index] for index in range(items)] * 3, images=[data.images[row] for row in rows] * 3
+        )
+    )
     person_ids = torch.tensor([data.person_ids[row] for row in rows] * 3)
     generator = torch.Generator()
     trainers = {}
@@ -258,7 +293,7 @@ def training_runs(
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     for precision in precisions:
         step(precision)
@@ -267,7 +302,7 @@ def training_runs(
     results = {}
     for precision in precisions:
         with peak_rss() as memory:
-            timing = time_calls(lambda: step(precision), budget_s=0.0, warmup=0)
+            timing = time_calls(functools.partial(step, precision), budget_s=0.0, warmup=0)
         results[precision] = {
             "pairs": pairs,
             "seconds_per_step": timing.seconds_per_call,

@@ -129,7 +129,10 @@ def run_benchmark(quick: bool, main_job_dir: Path, compile_model: bool, skip_ful
     base = base_config(12, quick)
     logger.info("matmul ceiling")
     report["ceiling"] = measure_ceiling(
-        sizes.ceiling_size, sizes.image_batch * base.num_image_tokens, base.hidden_size, base.intermediate_size,
+        sizes.ceiling_size,
+        sizes.image_batch * base.num_image_tokens,
+        base.hidden_size,
+        base.intermediate_size,
         sizes.ceiling_budget_s,
     )
     with tempfile.TemporaryDirectory(prefix="ivt-bench-") as workdir:
@@ -181,7 +184,8 @@ def format_report(report: dict) -> str:
         f"| matmul {ceiling['square_size']}^2 GFLOP/s (ceiling) | {peak['fp32']:.1f} | {peak['bf16']:.1f} "
         f"| {_ratio(peak['bf16'], peak['fp32'])} | |",
         f"| linear {'x'.join(map(str, ceiling['linear_shape']))} GFLOP/s | {ceiling['fp32_linear_gflops']:.1f} "
-        f"| {ceiling['bf16_linear_gflops']:.1f} | {_ratio(ceiling['bf16_linear_gflops'], ceiling['fp32_linear_gflops'])} | |",
+        f"| {ceiling['bf16_linear_gflops']:.1f} "
+        f"| {_ratio(ceiling['bf16_linear_gflops'], ceiling['fp32_linear_gflops'])} | |",
     ]
     embedding = report["embedding"]
     for stride in (12, 16):
@@ -219,7 +223,8 @@ def format_report(report: dict) -> str:
     training = report["training"]
     lines += [
         f"| training pairs/s ({training['fp32']['pairs']} pairs = 3 views) | {training['fp32']['pairs_per_s']:.3f} | "
-        f"{training['bf16']['pairs_per_s']:.3f} | {_ratio(training['bf16']['pairs_per_s'], training['fp32']['pairs_per_s'])} "
+        f"{training['bf16']['pairs_per_s']:.3f} | "
+        f"{_ratio(training['bf16']['pairs_per_s'], training['fp32']['pairs_per_s'])} "
         "| bf16 >= 1.8x |",
         f"| MFU training (approx.) | {100 * training['fp32']['gflops'] / peak['fp32']:.0f}% | "
         f"{100 * training['bf16']['gflops'] / peak['bf16']:.0f}% | | |",
@@ -237,10 +242,12 @@ def format_report(report: dict) -> str:
         lines.append(f"| time s ({size}) | {chunked['seconds']:.1f} | skipped: {full['skipped']} | | |")
     else:
         lines += [
-            f"| time s ({size}) | {chunked['seconds']:.1f} | {full['seconds']:.1f} | {evaluation['speedup']:.1f}x | >= 10x |",
+            f"| time s ({size}) | {chunked['seconds']:.1f} | {full['seconds']:.1f} | "
+            f"{evaluation['speedup']:.1f}x | >= 10x |",
             f"| time s without the shared similarity products ({evaluation['similarity_products_seconds']:.1f} s) | "
             f"{chunked['seconds'] - evaluation['similarity_products_seconds']:.1f} | "
-            f"{full['seconds'] - evaluation['similarity_products_seconds']:.1f} | {evaluation['ranking_speedup']:.1f}x | |",
+            f"{full['seconds'] - evaluation['similarity_products_seconds']:.1f} | "
+            f"{evaluation['ranking_speedup']:.1f}x | |",
             f"| peak RSS increase MiB | {chunked['peak_rss_increase_mib']:.0f} | {full['peak_rss_increase_mib']:.0f} | "
             f"{evaluation['memory_ratio']:.1f}x | >= 10x |",
             f"| largest metric difference (percentage points) | {evaluation['max_abs_difference']:.2e} | | | equal |",
@@ -251,7 +258,8 @@ def format_report(report: dict) -> str:
         r1 = (main_job["test"] or {}).get("R@1")
         lines.append(
             f"Main job: final test R@1 {r1} after {main_job['time_to_final_metrics_s']:.0f} s "
-            f"(wall {main_job['wall_time_s']:.0f} s, {main_job['num_processes']} process(es)) from {main_job['results_file']}"
+            f"(wall {main_job['wall_time_s']:.0f} s, {main_job['num_processes']} process(es)) "
+            f"from {main_job['results_file']}"
         )
     else:
         lines.append(f"Main job: {main_job['status']}")
@@ -284,10 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a few seconds, for a smoke test")
     parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"), help="JSON report path")
-    parser.add_argument("--main-job", type=Path, default=DEFAULT_MAIN_JOB,
-                        help="output folder of the main job (its results.json and best/ model)")
     parser.add_argument(
-        "--no-compile", dest="compile", action="store_false",
+        "--main-job",
+        type=Path,
+        default=DEFAULT_MAIN_JOB,
+        help="output folder of the main job (its results.json and best/ model)",
+    )
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
         help="skip the torch.compile levers (compiling the base model takes a minute or more per precision)",
     )
     parser.add_argument("--profile-output", type=Path, help="also write the torch.profiler tables to this text file")

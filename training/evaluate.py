@@ -1,9 +1,9 @@
 """Evaluate a saved or Hub IVT model on a built benchmark split: text-to-image R@1, R@5, R@10, mAP and mINP.
 
-    python training/evaluate.py --model outputs/ivt-drawn-pedestrians/best --dataset data/drawn-pedestrians
-    python training/evaluate.py --model user/ivt-cuhk-pedes --dataset data/cuhk-pedes --split test --output m.json
-    accelerate launch --multi_gpu --num_processes 2 training/evaluate.py ...   (embedding sharded over processes;
-        add ACCELERATE_USE_CPU=1 on a machine without GPUs)
+python training/evaluate.py --model outputs/ivt-drawn-pedestrians/best --dataset data/drawn-pedestrians
+python training/evaluate.py --model user/ivt-cuhk-pedes --dataset data/cuhk-pedes --split test --output m.json
+accelerate launch --multi_gpu --num_processes 2 training/evaluate.py ...   (embedding sharded over processes;
+    add ACCELERATE_USE_CPU=1 on a machine without GPUs)
 """
 
 from __future__ import annotations

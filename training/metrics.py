@@ -46,7 +46,9 @@ def _check_inputs(
     ):
         person_ids = torch.as_tensor(person_ids)
         if person_ids.ndim != 1 or person_ids.shape[0] != count:
-            raise ValueError(f"{name} must be a 1-D tensor with one id per embedding ({count}); got {tuple(person_ids.shape)}")
+            raise ValueError(
+                f"{name} must be a 1-D tensor with one id per embedding ({count}); got {tuple(person_ids.shape)}"
+            )
         if person_ids.is_floating_point() or person_ids.is_complex() or person_ids.dtype == torch.bool:
             raise ValueError(f"{name} must hold integer person ids; got dtype {person_ids.dtype}")
         ids.append(person_ids.to(device=device, dtype=torch.long))

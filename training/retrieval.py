@@ -77,7 +77,9 @@ def _embed(
     return torch.cat(chunks)
 
 
-def embed_captions(model, processor, captions: Sequence[str], *, batch_size: int = 64, accelerator=None) -> torch.Tensor:
+def embed_captions(
+    model, processor, captions: Sequence[str], *, batch_size: int = 64, accelerator=None
+) -> torch.Tensor:
     """L2-normalised float32 text embeddings (len(captions), hidden_size) on the CPU, in the order of `captions`."""
     captions = list(captions)
     if not all(isinstance(caption, str) for caption in captions):

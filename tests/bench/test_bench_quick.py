@@ -33,7 +33,10 @@ def test_quick_benchmark_reports_every_section(tmp_path, capsys, one_thread):
         entry = report["embedding"][f"image_stride{stride}"]
         assert entry["fp32"]["items"] == entry["bf16"]["items"] > 0
         assert entry["agreement"]["min_cosine"] > 0.99  # bf16 rounding of a tiny random model stays close to fp32
-    assert report["embedding"]["image_stride12"]["tokens"] == 311 and report["embedding"]["image_stride16"]["tokens"] == 193
+    assert (
+        report["embedding"]["image_stride12"]["tokens"] == 311
+        and report["embedding"]["image_stride16"]["tokens"] == 193
+    )
     top1 = report["embedding"]["top1_random_init"]
     assert top1["queries"] == 12 and 0 <= top1["identical_top1"] <= 12
     for precision in ("fp32", "bf16"):
@@ -43,7 +46,10 @@ def test_quick_benchmark_reports_every_section(tmp_path, capsys, one_thread):
     assert evaluation["max_abs_difference"] < 1e-4
     assert evaluation["chunked"]["metrics"] == pytest.approx(evaluation["full_sort"]["metrics"], abs=1e-4)
     assert report["main_job"]["time_to_final_metrics_s"] == 321.5
-    assert {lever["setting"] for lever in report["levers"]} >= {"fp32, sdpa, inference_mode (default)", "bf16 autocast (default)"}
+    assert {lever["setting"] for lever in report["levers"]} >= {
+        "fp32, sdpa, inference_mode (default)",
+        "bf16 autocast (default)",
+    }
     assert "aten::" in report["profiles"]["bf16"]
 
     assert format_report(report) in printed

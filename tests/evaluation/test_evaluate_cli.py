@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 from dataset_scripts import views
+from local_hub import LocalHub
 from training.evaluate import main
 from training.metrics import full_sort_retrieval_metrics
 from training.retrieval import embed_captions, embed_images, evaluate_split
@@ -39,7 +40,9 @@ def test_embeddings_are_normalised_and_independent_of_batching(loaded, tiny_benc
         single = model.get_text_features(**processor(text=[captions[7]])).pooler_output[0]
     torch.testing.assert_close(text_embeds[7], torch.nn.functional.normalize(single, dim=0), atol=1e-5, rtol=1e-5)
     pil_images = [gallery[index]["image"] for index in range(len(gallery))]
-    torch.testing.assert_close(embed_images(model, processor, pil_images, batch_size=64), image_embeds, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        embed_images(model, processor, pil_images, batch_size=64), image_embeds, atol=1e-5, rtol=1e-5
+    )
     assert not model.training
 
 
@@ -78,24 +81,43 @@ def test_cli_names_a_missing_split_and_a_non_benchmark_folder(tiny_model_dir, ti
         main(["--model", str(tiny_model_dir), "--dataset", str(tmp_path)])
 
 
-def test_cli_shards_embedding_over_two_processes(tiny_model_dir, tiny_benchmark, tmp_path, loaded):
-    # batch 4 over 30 captions and 15 images leaves uneven last batches: the gathered result must drop the padding.
+def test_cli_evaluates_a_hub_model_over_two_processes(tiny_model_dir, tiny_benchmark, tmp_path, loaded):
+    # The model is pushed to the project's local Hub server and named by repo id; embedding is sharded over two
+    # processes, with batch 4 over 30 captions and 15 images leaving uneven last batches that the gather must drop.
+    hub_env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
     output = tmp_path / "metrics.json"
-    arguments = ["--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark), "--batch-size", "4"]
-    # accelerate 1.15 runs `launch --num_processes 2 --cpu` as ONE process; torchrun-style launching plus
-    # ACCELERATE_USE_CPU gives two gloo processes on a machine without a GPU.
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    completed = subprocess.run(
-        [*launch, "training/evaluate.py", *arguments, "--output", str(output)],
-        cwd=REPO_ROOT,
-        env={**os.environ, "ACCELERATE_USE_CPU": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with LocalHub(tmp_path / "hub-storage") as hub:
+        hub_env.update(
+            HF_ENDPOINT=hub.endpoint, HF_TOKEN="local-token", HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home")
+        )
+        upload = (
+            "import sys; from huggingface_hub import HfApi; api = HfApi(); "
+            "api.create_repo('someone/tiny-ivt', exist_ok=True); api.upload_folder(repo_id='someone/tiny-ivt', "
+            "folder_path=sys.argv[1], commit_message='Upload tiny IVT')"
+        )
+        pushed = subprocess.run(
+            [sys.executable, "-c", upload, str(tiny_model_dir)], env=hub_env, capture_output=True, text=True, timeout=60
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        # accelerate 1.15 runs `launch --num_processes 2 --cpu` as ONE process; torchrun-style launching plus
+        # ACCELERATE_USE_CPU gives two gloo processes on a machine without a GPU.
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+        arguments = ["--model", "someone/tiny-ivt", "--dataset", str(tiny_benchmark), "--batch-size", "4"]
+        completed = subprocess.run(
+            [*launch, "training/evaluate.py", *arguments, "--output", str(output)],
+            cwd=REPO_ROOT,
+            env={**hub_env, "ACCELERATE_USE_CPU": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert completed.returncode == 0, completed.stderr
     written = json.loads(output.read_text())
-    assert written["num_processes"] == 2
+    assert (written["model"], written["num_processes"]) == ("someone/tiny-ivt", 2)
     model, processor = loaded
     test_split = datasets.load_from_disk(str(tiny_benchmark))["test"]
     assert written["metrics"] == pytest.approx(evaluate_split(model, processor, test_split), abs=1e-4)

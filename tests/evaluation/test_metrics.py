@@ -67,9 +67,13 @@ def test_ties_are_broken_by_gallery_order():
     gallery_person_ids = torch.tensor([8, 3, 8, 3])
     expected = {"R@1": 0.0, "R@5": 100.0, "R@10": 100.0, "mAP": 100 * (1 / 2 + 2 / 4) / 2, "mINP": 100 * 2 / 4}
     for chunk_size in (1, 2):
-        actual = retrieval_metrics(query_embeds, gallery_embeds, torch.tensor([3]), gallery_person_ids, chunk_size=chunk_size)
+        actual = retrieval_metrics(
+            query_embeds, gallery_embeds, torch.tensor([3]), gallery_person_ids, chunk_size=chunk_size
+        )
         assert actual == pytest.approx(expected)
-    assert full_sort_retrieval_metrics(query_embeds, gallery_embeds, torch.tensor([3]), gallery_person_ids) == pytest.approx(expected)
+    assert full_sort_retrieval_metrics(
+        query_embeds, gallery_embeds, torch.tensor([3]), gallery_person_ids
+    ) == pytest.approx(expected)
 
 
 def test_recall_at_k_counts_the_first_relevant_image_only():
@@ -99,7 +103,10 @@ def test_negative_zero_ties_with_zero():
         (lambda c: {**c, "query_person_ids": torch.tensor([1, 2])}, "query_person_ids must be a 1-D tensor"),
         (lambda c: {**c, "gallery_person_ids": torch.ones(5)}, "gallery_person_ids must hold integer person ids"),
         (lambda c: {**c, "query_embeds": torch.full((3, 3), float("nan"))}, "query_embeds contains NaN"),
-        (lambda c: {**c, "query_person_ids": torch.tensor([1, 2, 99])}, "1 queries have no gallery image .* query 2, person_id 99"),
+        (
+            lambda c: {**c, "query_person_ids": torch.tensor([1, 2, 99])},
+            "1 queries have no gallery image .* query 2, person_id 99",
+        ),
         (lambda c: {**c, "chunk_size": 0}, "chunk_size must be a positive integer"),
     ],
 )

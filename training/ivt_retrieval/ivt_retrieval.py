@@ -8,6 +8,7 @@ Load it offline with `evaluate.load("training/ivt_retrieval")`. Add the query si
 import datasets
 import evaluate
 import torch
+
 from training.metrics import retrieval_metrics
 
 _DESCRIPTION = """
