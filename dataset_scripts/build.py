@@ -381,10 +381,7 @@ def build_benchmark(
         for split in split_names:
             split_rows = [row for row in rows if row.split == split]
             if not split_rows:
-                logger.warning("%s has no %s records: the %s split is empty", annotation_file.name, split, split)
-                dataset_dict[split] = datasets.Dataset.from_dict(
-                    {column: [] for column in FEATURES}, features=FEATURES, split=datasets.NamedSplit(split)
-                )
+                logger.warning("%s has no %s records: the dataset has no %s split", annotation_file.name, split, split)
                 continue
             dataset_dict[split] = datasets.Dataset.from_generator(
                 _generate_rows,

@@ -163,3 +163,11 @@ def test_generate_raw_rejects_bad_settings(tmp_path):
         generate_raw(tmp_path, difficulty=1.5)
     with pytest.raises(ValueError, match="num_train_ids"):
         generate_raw(tmp_path, num_train_ids=0)
+
+
+def test_a_benchmark_without_validation_identities_has_no_validation_split(tmp_path):
+    built = ensure_generated_benchmark(
+        tmp_path / "no-validation", num_train_ids=3, num_val_ids=0, num_test_ids=2, images_per_id=2, num_workers=1
+    )
+    assert sorted(built) == ["test", "train"]
+    assert len(built["test"]) == 4
