@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +82,12 @@ def _batch_flops(config: IVTConfig, batch: dict, modality: str) -> float:
 
 
 def embedding_runs(
-    model: IVTModel, batches: list[dict], modality: str, precisions: tuple[str, ...], grad_mode=None
+    model: IVTModel, batches: list[dict], modality: str, precisions: tuple[str, ...], rounds: int = 1
 ) -> dict[str, dict]:
     """
     Embed `batches` in each precision: the first batch is an untimed warm-up, then every further batch is run in
-    each precision in turn, so that a change in the machine's load hits all precisions alike. Returns, per
-    precision, the timed throughput and every embedding (normalised, float32). `grad_mode` replaces
-    `torch.inference_mode()` (the no_grad lever).
+    each precision in turn, `rounds` times over, so that a change in the machine's load hits all precisions alike.
+    Returns, per precision, the timed throughput and every embedding (normalised, float32).
     """
     encode = model.get_image_features if modality == "image" else model.get_text_features
     embeds = {precision: [] for precision in precisions}
@@ -97,7 +96,7 @@ def embedding_runs(
 
     def run(batch, precision):
         start = time.perf_counter()
-        with grad_mode or torch.inference_mode(), autocast_context(precision):
+        with torch.inference_mode(), autocast_context(precision):
             features = encode(**batch).pooler_output
         elapsed = time.perf_counter() - start
         embeds[precision].append(torch.nn.functional.normalize(features.float(), dim=-1))
@@ -105,7 +104,7 @@ def embedding_runs(
 
     for precision in precisions:
         warmup_seconds[precision] = run(batches[0], precision)
-    timed = batches[1:] or batches
+    timed = (batches[1:] or batches) * rounds
     for batch in timed:
         for precision in precisions:
             seconds[precision] += run(batch, precision)
@@ -122,11 +121,6 @@ def embedding_runs(
         }
         for precision in precisions
     }
-
-
-def embedding_run(model: IVTModel, batches: list[dict], modality: str, precision: str, grad_mode=None) -> dict:
-    """`embedding_runs` for one precision."""
-    return embedding_runs(model, batches, modality, (precision,), grad_mode)[precision]
 
 
 def image_batches(processor: IVTProcessor, images: list, batch_size: int) -> list[dict]:
@@ -151,50 +145,80 @@ def top1_agreement(text_fp32, image_fp32, text_bf16, image_bf16) -> dict:
     return {"queries": len(top1_fp32), "identical_top1": int((top1_fp32 == top1_bf16).sum())}
 
 
+@contextmanager
+def _attention(model: IVTModel, implementation: str):
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+@contextmanager
+def _threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> list[dict]:
-    """Image-embedding throughput of one setting at a time on the same batches: what each lever is worth here."""
-    results, reference = [], {}
-
-    def record(name, precision, run_model=model, grad_mode=None, context=None):
-        with context or nullcontext():
-            run = embedding_run(run_model, batches, "image", precision, grad_mode)
-        reference.setdefault("embeds", run["embeds"])
-        cosine = (run["embeds"] * reference["embeds"]).sum(dim=1)
-        results.append(
-            {
-                "setting": name,
-                "warmup_seconds": run["warmup_seconds"],
-                "items_per_s": run["items_per_s"],
-                "gflops": run["gflops"],
-                "min_cosine_to_fp32": float(cosine.min()),
-            }
-        )
-
-    record("fp32, sdpa, inference_mode (default)", "fp32")
-    record("fp32, no_grad instead of inference_mode", "fp32", grad_mode=torch.no_grad())
-    model.set_attn_implementation("eager")
-    record("fp32, eager attention", "fp32")
-    model.set_attn_implementation("sdpa")
-    threads = torch.get_num_threads()
-    if threads > 1:
-        torch.set_num_threads(1)
-        record("fp32, 1 thread", "fp32")
-        torch.set_num_threads(threads)
-    record("bf16 autocast (default)", "bf16")
-    record("bf16 autocast, oneDNN (mkldnn) off", "bf16", context=torch.backends.mkldnn.flags(enabled=False))
+    """
+    Image-embedding throughput under each setting on the same batches: what each lever is worth here. Every
+    setting first runs the warm-up batch (its time is reported: torch.compile compiles then), then the timed batches
+    are run setting after setting in turn, so that a change in the machine's load hits every setting alike.
+    """
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
-    record("bf16 weights (model.to(bfloat16)), no autocast", "fp32", run_model=bf16_model)
+    settings = [
+        ("fp32, sdpa, inference_mode (default)", model.get_image_features, "fp32", torch.inference_mode, nullcontext),
+        ("fp32, no_grad instead of inference_mode", model.get_image_features, "fp32", torch.no_grad, nullcontext),
+        ("fp32, eager attention", model.get_image_features, "fp32", torch.inference_mode,
+         lambda: _attention(model, "eager")),
+        ("fp32, 1 thread", model.get_image_features, "fp32", torch.inference_mode, lambda: _threads(1)),
+        ("bf16 autocast (default)", model.get_image_features, "bf16", torch.inference_mode, nullcontext),
+        ("bf16 autocast, oneDNN (mkldnn) off", model.get_image_features, "bf16", torch.inference_mode,
+         lambda: torch.backends.mkldnn.flags(enabled=False)),
+        ("bf16 weights (model.to(bfloat16)), no autocast", bf16_model.get_image_features, "fp32",
+         torch.inference_mode, nullcontext),
+    ]
     if compile_model:
-        # Compile the method that embedding calls; the first (warm-up) call of each setting compiles.
-        for run_model in (model, bf16_model):
-            run_model.get_image_features = torch.compile(run_model.get_image_features)
-        try:
-            record("fp32 + torch.compile", "fp32")
-            record("bf16 autocast + torch.compile", "bf16")
-            record("bf16 weights + torch.compile", "fp32", run_model=bf16_model)
-        finally:
-            del model.get_image_features
-    return results
+        settings += [
+            ("fp32 + torch.compile", torch.compile(model.get_image_features), "fp32", torch.inference_mode,
+             nullcontext),
+            ("bf16 autocast + torch.compile", torch.compile(model.get_image_features), "bf16",
+             torch.inference_mode, nullcontext),
+            ("bf16 weights + torch.compile", torch.compile(bf16_model.get_image_features), "fp32",
+             torch.inference_mode, nullcontext),
+        ]
+
+    def run(setting, batch) -> tuple[float, torch.Tensor]:
+        _, encode, precision, grad_mode, context = setting
+        start = time.perf_counter()
+        with context(), grad_mode(), autocast_context(precision):
+            features = encode(**batch).pooler_output
+        return time.perf_counter() - start, torch.nn.functional.normalize(features.float(), dim=-1)
+
+    warmup = {setting[0]: run(setting, batches[0]) for setting in settings}
+    timed = batches[1:] or batches
+    seconds = {setting[0]: 0.0 for setting in settings}
+    for batch in timed:
+        for setting in settings:
+            seconds[setting[0]] += run(setting, batch)[0]
+    items = sum(len(batch["pixel_values"]) for batch in timed)
+    flops = items * image_forward_flops(model.config)
+    reference = warmup[settings[0][0]][1]
+    return [
+        {
+            "setting": name,
+            "warmup_seconds": warmup[name][0],
+            "items_per_s": items / seconds[name],
+            "gflops": flops / seconds[name] / 1e9,
+            "min_cosine_to_fp32": float((warmup[name][1] * reference).sum(dim=1).min()),
+        }
+        for name in seconds
+    ]
 
 
 def profile_table(model: IVTModel, batch: dict, precision: str, rows: int = 12) -> str:

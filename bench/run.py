@@ -54,6 +54,7 @@ class Sizes:
     image_batch: int
     text_batch: int
     lever_batch: int
+    text_rounds: int
     training_items: int  # x 3 MLA views
     ceiling_size: int
     ceiling_budget_s: float
@@ -64,8 +65,8 @@ class Sizes:
     eval_chunk: int
 
 
-FULL = Sizes(8, 8, 16, 2, 2, 2048, 2.0, 19_848, 19_848, 1_000, 768, 1024)
-QUICK = Sizes(3, 3, 4, 2, 2, 256, 0.2, 600, 500, 40, 32, 128)
+FULL = Sizes(8, 8, 16, 2, 3, 2, 2048, 2.0, 19_848, 19_848, 1_000, 768, 1024)
+QUICK = Sizes(3, 3, 4, 2, 1, 2, 256, 0.2, 600, 500, 40, 32, 128)
 
 
 def _embedding_section(sizes: Sizes, data, quick: bool) -> dict:
@@ -82,7 +83,7 @@ def _embedding_section(sizes: Sizes, data, quick: bool) -> dict:
         entry["agreement"] = agreement(runs["fp32"]["embeds"], runs["bf16"]["embeds"])
         if stride == 12:
             texts = text_batches(processor, data.captions, sizes.text_batch)
-            text_runs = embedding_runs(model, texts, "text", ("fp32", "bf16"))
+            text_runs = embedding_runs(model, texts, "text", ("fp32", "bf16"), rounds=sizes.text_rounds)
             section["text"] = {precision: _without_embeds(run) for precision, run in text_runs.items()}
             section["text"]["agreement"] = agreement(text_runs["fp32"]["embeds"], text_runs["bf16"]["embeds"])
             text_embeds = {precision: run["embeds"] for precision, run in text_runs.items()}

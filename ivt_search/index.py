@@ -29,9 +29,9 @@ import datasets
 import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from dataset_scripts.build import replace_directory
+from training.retrieval import embed_captions, embed_images
 
 logger = logging.getLogger(__name__)
 
@@ -156,28 +156,16 @@ class GalleryIndex:
     def _autocast(self):
         return torch.autocast(device_type=self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    @torch.no_grad()
-    def _embed_image_batches(self, batches, total: int, description: str) -> torch.Tensor:
-        embeds = []
-        with tqdm(total=total, desc=description, unit="img") as progress:
-            for images in batches:
-                pixel_values = self.processor(images=images)["pixel_values"].to(self.model.device)
-                with self._autocast():
-                    features = self.model.get_image_features(pixel_values=pixel_values).pooler_output
-                embeds.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
-                progress.update(len(images))
-        return torch.cat(embeds) if embeds else torch.empty(0, self.image_embeds.shape[1])
+    def _embed_images(self, images: datasets.Dataset) -> torch.Tensor:
+        if len(images) == 0:
+            return torch.empty(0, self.image_embeds.shape[1])
+        with self._autocast():
+            return embed_images(self.model, self.processor, images, batch_size=self.batch_size)
 
-    @torch.no_grad()
     def embed_captions(self, captions: list[str]) -> torch.Tensor:
         """(len(captions), dim) L2-normalised float32 text embeddings on the CPU."""
-        embeds = []
-        for start in range(0, len(captions), self.batch_size):
-            inputs = self.processor(text=captions[start : start + self.batch_size]).to(self.model.device)
-            with self._autocast():
-                features = self.model.get_text_features(**inputs).pooler_output
-            embeds.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
-        return torch.cat(embeds)
+        with self._autocast():
+            return embed_captions(self.model, self.processor, captions, batch_size=self.batch_size)
 
     def _append(self, source: dict, new_images: list[dict], embeds: torch.Tensor) -> None:
         if source in self.sources:
@@ -219,11 +207,15 @@ class GalleryIndex:
             }
             for path in files
         ]
-        batches = (
-            [_open_rgb(path) for path in files[start : start + self.batch_size]]
-            for start in range(0, len(files), self.batch_size)
+        images = datasets.Dataset.from_dict({"image": [str(path) for path in files]}).cast_column(
+            "image", datasets.Image(mode="RGB")
         )
-        embeds = self._embed_image_batches(batches, len(files), f"Embedding {folder.name}")
+        try:
+            embeds = self._embed_images(images)
+        except (OSError, SyntaxError, ValueError):
+            for path in files:
+                _open_rgb(path)
+            raise
         self._append(source, new_images, embeds)
         logger.info("added %d images from %s (%d already indexed)", len(files), folder, len(known))
         return len(files)
@@ -242,12 +234,7 @@ class GalleryIndex:
         image_paths = columns["image_path"].to_pylist()
         person_ids = columns["person_id"].to_pylist()
         new_images = [{"path": image_paths[row], "person_id": person_ids[row], "row": row} for row in rows]
-        image_column = split_ds.select_columns(["image"])
-        batches = (
-            image_column[rows[start : start + self.batch_size]]["image"]
-            for start in range(0, len(rows), self.batch_size)
-        )
-        embeds = self._embed_image_batches(batches, len(rows), f"Embedding {dataset_path.name}/{split}")
+        embeds = self._embed_images(split_ds.select_columns(["image"]).select(rows))
         self._append(source, new_images, embeds)
         logger.info("added %d images of %s split %s", len(rows), dataset_path, split)
         return len(rows)

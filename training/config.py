@@ -71,6 +71,13 @@ class TrainingConfig:
     patch_size: int = _option(16, "patch kernel side")
     patch_stride: int = _option(12, "patch stride (12: overlapping patches as for CUHK-PEDES; 16 for RSTPReid)")
     initializer_range: float = _option(0.02, "std of the random initialisation of weights not loaded from a checkpoint")
+    text_embedding_scale: float | None = _option(
+        None,
+        "scale the text embedding LayerNorm's weight and bias by this factor at initialisation (not when loading an\n"
+        "IVT checkpoint). A new model's text [CLS] is dominated by its own embedding (cosine ~0.9 between any two\n"
+        "captions) and CMPM sits on a plateau until attention learns to override it; 0.05 puts the text tokens on\n"
+        "the scale of the image tokens, whose [CLS] starts diverse. null: unchanged",
+    )
     drop_path_rate: float = _option(0.1, "stochastic depth at the last layer")
     hidden_dropout_prob: float = _option(0.1, "dropout after the text embedding LayerNorm")
     token_drop_ratio: float = _option(0.2, "BMM: largest fraction of tokens dropped per sample in training; 0 = off")

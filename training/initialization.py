@@ -74,6 +74,16 @@ def ivt_config_from_training(config: TrainingConfig) -> IVTConfig:
 
 def build_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object, str]:
     """The initial model, its processor and a one-line description of where the weights came from."""
+    model, processor, source = _initial_model_and_processor(config)
+    if config.text_embedding_scale is not None and config.init in ("random", "minilm", "vit_bert"):
+        with torch.no_grad():
+            model.text_embeddings.layer_norm.weight.mul_(config.text_embedding_scale)
+            model.text_embeddings.layer_norm.bias.mul_(config.text_embedding_scale)
+        source += f" (text embedding LayerNorm scaled by {config.text_embedding_scale})"
+    return model, processor, source
+
+
+def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object, str]:
     image_size = (config.image_height, config.image_width)
     if config.init == "random":
         model = IVTModel(ivt_config_from_training(config))

@@ -12,31 +12,33 @@ from dataset_scripts.generate import ensure_generated_benchmark
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TINY_BENCHMARK = dict(
-    num_train_ids=24, num_val_ids=6, num_test_ids=8, images_per_id=2, captions_per_image=2, difficulty=0.0, num_workers=1
+    num_train_ids=80, num_val_ids=6, num_test_ids=8, images_per_id=2, captions_per_image=2, difficulty=0.0, num_workers=1
 )
 
 
 def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
-    """Command-line flags of a seconds-long run: a 2-layer, 64-wide random IVT on 32 x 16 images."""
+    """Command-line flags of a seconds-long run: a 2-layer, 96-wide random IVT on 64 x 32 images."""
     settings = dict(
         dataset=dataset_dir,
         generate_benchmark=False,
         output_dir=output_dir,
         init="random",
-        hidden_size=64,
+        hidden_size=96,
         num_hidden_layers=2,
         num_attention_heads=2,
-        intermediate_size=128,
-        image_height=32,
-        image_width=16,
-        patch_size=8,
-        patch_stride=8,
+        intermediate_size=192,
+        initializer_range=0.05,
+        text_embedding_scale=0.05,
+        image_height=64,
+        image_width=32,
+        patch_size=16,
+        patch_stride=16,
         pad=2,
         max_text_length=48,
-        ids_per_batch=4,
+        ids_per_batch=8,
         pairs_per_id=2,
         optimizer="adamw",
-        learning_rate=1e-3,
+        learning_rate=2e-3,
         bias_lr_factor=1.0,
         weight_decay=0.0,
         num_epochs=2,
@@ -44,6 +46,7 @@ def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         schedule_unit="step",
         eval_batch_size=32,
         num_workers=0,
+        num_threads=1,
         report_to="none",
         logging_steps=1,
         seed=7,
