@@ -334,7 +334,6 @@ class IVTForPreTraining(IVTPreTrainedModel):
         mlm_input_ids: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        **kwargs,
     ) -> IVTForPreTrainingOutput:
         r"""
         One pre-training step on a batch of (image, caption) pairs; pairs sharing a `pair_id` count as positives.

@@ -3,7 +3,7 @@ image-caption corpus, with the fine-tuning stage's accelerator, optimiser, sched
 machinery (training.engine).
 
     accelerate launch training/run.py --stage pretrain --config training/configs/pretrain.yaml --corpus pairs.json
-    accelerate launch --num_processes 2 --cpu training/run.py --stage pretrain --max_train_steps 20 ...
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 training/run.py --stage pretrain ...  # 2 CPU processes
 
 The corpus is read as a stream (dataset_scripts.pretraining.pair_corpus: JSON, imagefolder or any Hugging Face
 dataset, streaming included) in endless passes, each shuffled through a seeded buffer; every process reads the same

@@ -44,6 +44,8 @@ GATHERED_ITC = textwrap.dedent(
     n = accelerator.num_processes
     if accelerator.is_main_process:
         torch.save({{"loss": loss / n, "grad": grad / n, "processes": n}}, {result!r})
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
     """
 )
 
