@@ -1,7 +1,7 @@
 """Fine-tune IVT on a built benchmark with accelerate: one code path for a CPU, one GPU, many GPUs and many machines.
 
     accelerate launch training/run.py                       # default recipe: training/configs/generated.yaml
-    accelerate launch --num_processes 2 --cpu training/run.py --num_epochs 2
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 training/run.py --num_epochs 2   # 2 CPU processes
     accelerate launch training/run.py --config training/configs/cuhk_pedes.yaml --dataset data/cuhk-pedes
     accelerate launch training/run.py --output_dir outputs/run --resume_from_checkpoint latest
 
