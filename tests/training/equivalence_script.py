@@ -1,5 +1,5 @@
-"""Launched with `accelerate launch --num_processes N --cpu`: the CMPM loss and gradients of N processes x B pairs,
-gathered across processes, against 1 process x N*B pairs (computed on rank 0 with a copy of the model)."""
+"""Launched as N CPU processes: the CMPM loss and gradients of N processes x B pairs, gathered across processes,
+against 1 process x N*B pairs (computed on rank 0 with a copy of the model); and the per-process `local` loss."""
 
 import copy
 import sys
@@ -24,7 +24,7 @@ def global_batch(world_size: int, per_process: int, config: IVTConfig) -> dict:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "person_ids": person_ids}
 
 
-def main(output_file: str, local: bool) -> None:
+def main(output_file: str) -> None:
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     config = IVTConfig(
@@ -42,9 +42,13 @@ def main(output_file: str, local: bool) -> None:
     wrapped.train()
     text_levels = [{"input_ids": mine["input_ids"], "attention_mask": mine["attention_mask"]}]
     image_features, text_features = wrapped(mine["pixel_values"], text_levels)
-    loss = distributed_cmpm_loss(image_features, text_features, mine["person_ids"], local=local)
+    loss = distributed_cmpm_loss(image_features, text_features, mine["person_ids"])
     accelerator.backward(loss)
     losses = accelerator.gather(loss.detach().reshape(1))
+    with torch.no_grad():
+        local_loss = distributed_cmpm_loss(image_features, text_features, mine["person_ids"], local=True)
+        own_batch_loss = cmpm_loss(image_features, text_features, mine["person_ids"])
+    local_losses = accelerator.gather(torch.stack([local_loss, own_batch_loss]).reshape(1, 2))
 
     if accelerator.is_main_process:
         reference.train()
@@ -56,6 +60,7 @@ def main(output_file: str, local: bool) -> None:
         torch.save(
             {
                 "losses": losses,
+                "local_losses": local_losses,
                 "reference_loss": reference_loss.detach(),
                 "gradients": {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None},
                 "reference_gradients": {name: p.grad.clone() for name, p in reference.named_parameters() if p.grad is not None},
@@ -67,4 +72,4 @@ def main(output_file: str, local: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], local="--local" in sys.argv)
+    main(sys.argv[1])

@@ -24,9 +24,10 @@ def test_two_processes_with_gathered_cmpm_equal_one_process_with_the_whole_batch
     for name, gradient in result["gradients"].items():
         torch.testing.assert_close(gradient, result["reference_gradients"][name], rtol=1e-4, atol=1e-6, msg=name)
 
-    launch([str(EQUIVALENCE_SCRIPT), str(tmp_path / "local.pt"), "--local"], cwd=REPO_ROOT)
-    local = torch.load(tmp_path / "local.pt", weights_only=True)
-    assert not torch.allclose(local["losses"][0], local["reference_loss"]), "--local_loss is the per-process loss"
+    # --local_loss: each process's CMPM over its own pairs only, as released
+    local, own_batch = result["local_losses"].unbind(dim=1)
+    torch.testing.assert_close(local, own_batch)
+    assert not torch.allclose(local, result["reference_loss"].repeat(2))
 
 
 def test_two_process_run_trains_evaluates_and_pushes_to_the_hub(tiny_benchmark, tmp_path):
