@@ -132,7 +132,10 @@ def write_json_atomically(path: Path, payload: dict) -> None:
 
 def tracker_config(config: TrainingConfig) -> dict:
     """Hyperparameters as TensorBoard accepts them (no None, no lists)."""
-    return {name: (value if isinstance(value, (int, float, str, bool)) else str(value)) for name, value in config.to_dict().items()}
+    return {
+        name: (value if isinstance(value, (int, float, str, bool)) else str(value))
+        for name, value in config.to_dict().items()
+    }
 
 
 def train_one_epoch(
@@ -149,7 +152,9 @@ def train_one_epoch(
         batch = batch_to_device(batch, accelerator.device)
         generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
         token_drop_generator = torch.Generator(generator_device).manual_seed(
-            derived_seed(config.seed, "token-drop", progress.epoch, sampler.batches_consumed, accelerator.process_index)
+            derived_seed(
+                config.seed, "token-drop", progress.epoch, sampler.batches_consumed, accelerator.process_index
+            )
         )
         with accelerator.accumulate(model):
             image_features, text_features = model(batch["pixel_values"], batch["text_levels"], token_drop_generator)
@@ -287,12 +292,20 @@ def finetune(config: TrainingConfig) -> dict:
         if validation is not None and (progress.epoch % config.eval_every_epochs == 0 or last):
             unwrapped = accelerator.unwrap_model(model).model
             unwrapped.eval()
-            metrics = evaluate_split(unwrapped, processor, validation, batch_size=config.eval_batch_size, accelerator=accelerator)
-            accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=progress.global_step)
+            metrics = evaluate_split(
+                unwrapped, processor, validation, batch_size=config.eval_batch_size, accelerator=accelerator
+            )
+            accelerator.log(
+                {f"validation/{name}": value for name, value in metrics.items()}, step=progress.global_step
+            )
             progress.history.append({"epoch": progress.epoch, "step": progress.global_step, **metrics})
             logger.info("epoch %d validation: %s", progress.epoch, metrics)
             if progress.best_score is None or metrics["R@1"] > progress.best_score:
-                progress.best_score, progress.best_epoch, progress.best_metrics = metrics["R@1"], progress.epoch, metrics
+                progress.best_score, progress.best_epoch, progress.best_metrics = (
+                    metrics["R@1"],
+                    progress.epoch,
+                    metrics,
+                )
                 if accelerator.is_main_process:
                     save_model_folder(unwrapped, processor, best_dir, overwrite=True)
         elif validation is None and last:
@@ -308,7 +321,11 @@ def finetune(config: TrainingConfig) -> dict:
     test_metrics = None
     if config.test_split:
         test_metrics = evaluate_split(
-            best_model, processor, dataset_dict[config.test_split], batch_size=config.eval_batch_size, accelerator=accelerator
+            best_model,
+            processor,
+            dataset_dict[config.test_split],
+            batch_size=config.eval_batch_size,
+            accelerator=accelerator,
         )
         accelerator.log({f"test/{name}": value for name, value in test_metrics.items()}, step=progress.global_step)
     time_to_final_metrics = time.time() - START_TIME
@@ -343,7 +360,9 @@ def finetune(config: TrainingConfig) -> dict:
         card.save(partial_card)
         os.replace(partial_card, best_dir / "README.md")
         if config.push_to_hub:
-            push_folder_to_hub(best_dir, config.push_to_hub, commit_message=f"IVT fine-tuned on {dataset_display_name(config)}")
+            push_folder_to_hub(
+                best_dir, config.push_to_hub, commit_message=f"IVT fine-tuned on {dataset_display_name(config)}"
+            )
         results["wall_time_s"] = round(time.time() - START_TIME, 1)
         write_json_atomically(output_dir / RESULTS_FILE, results)
     accelerator.end_training()
@@ -359,7 +378,10 @@ def print_summary(results: dict, output_dir: Path) -> None:
         print(f"Test metrics ({results['config']['test_split']} split):")
         print(metrics_table(results["test"]))
     if results["validation"]:
-        print(f"Best validation (epoch {results['best_epoch']}): " + ", ".join(f"{name} {results['validation'][name]:.2f}" for name in METRIC_NAMES))
+        print(
+            f"Best validation (epoch {results['best_epoch']}): "
+            + ", ".join(f"{name} {results['validation'][name]:.2f}" for name in METRIC_NAMES)
+        )
     print(f"Model, processor and model card: {output_dir / BEST_DIR}")
     print(f"Results: {output_dir / RESULTS_FILE}  (wall time {results['wall_time_s']:.0f} s)")
 

@@ -12,7 +12,13 @@ from dataset_scripts.generate import ensure_generated_benchmark
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TINY_BENCHMARK = dict(
-    num_train_ids=80, num_val_ids=6, num_test_ids=8, images_per_id=2, captions_per_image=2, difficulty=0.0, num_workers=1
+    num_train_ids=80,
+    num_val_ids=6,
+    num_test_ids=8,
+    images_per_id=2,
+    captions_per_image=2,
+    difficulty=0.0,
+    num_workers=1,
 )
 
 
@@ -80,10 +86,23 @@ def launch(args: list[str], cwd, env_updates: dict | None = None, num_processes:
     env["ACCELERATE_USE_CPU"] = "true"  # the processes then form a gloo group (MULTI_CPU) even where GPUs exist
     env.update(env_updates or {})
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        *args,
     ]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise AssertionError(f"accelerate launch failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"accelerate launch failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
     return result

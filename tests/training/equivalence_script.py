@@ -21,15 +21,28 @@ def global_batch(world_size: int, per_process: int, config: IVTConfig) -> dict:
     input_ids = input_ids * attention_mask
     pixel_values = torch.randn(total, 3, *config.image_size, generator=generator)
     person_ids = torch.arange(total) % (total // 3) + 100  # three pairs per person, spread over the processes
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "person_ids": person_ids}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": pixel_values,
+        "person_ids": person_ids,
+    }
 
 
 def main(output_file: str) -> None:
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     config = IVTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=(32, 16),
-        patch_size=8, patch_stride=8, drop_path_rate=0.0, token_drop_ratio=0.0, hidden_dropout_prob=0.0,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=(32, 16),
+        patch_size=8,
+        patch_stride=8,
+        drop_path_rate=0.0,
+        token_drop_ratio=0.0,
+        hidden_dropout_prob=0.0,
     )
     model = IVTModel(config)
     reference = copy.deepcopy(model)
@@ -63,7 +76,9 @@ def main(output_file: str) -> None:
                 "local_losses": local_losses,
                 "reference_loss": reference_loss.detach(),
                 "gradients": {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None},
-                "reference_gradients": {name: p.grad.clone() for name, p in reference.named_parameters() if p.grad is not None},
+                "reference_gradients": {
+                    name: p.grad.clone() for name, p in reference.named_parameters() if p.grad is not None
+                },
                 "world_size": accelerator.num_processes,
             },
             output_file,

@@ -34,7 +34,12 @@ def test_two_process_run_trains_evaluates_and_pushes_to_the_hub(tiny_benchmark, 
     output_dir = tmp_path / "run"
     recipe = tiny_recipe(tiny_benchmark, output_dir, num_epochs=1, push_to_hub="local-user/ivt-tiny")
     with LocalHub(tmp_path / "hub-storage") as hub:
-        hub_env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "local-token", "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf")}
+        hub_env = {
+            "HF_ENDPOINT": hub.endpoint,
+            "HF_TOKEN": "local-token",
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HOME": str(tmp_path / "hf"),
+        }
         offline = {name: "0" for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
         launch([str(REPO_ROOT / "training" / "run.py"), *recipe], cwd=REPO_ROOT, env_updates={**hub_env, **offline})
 
