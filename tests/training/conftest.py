@@ -74,7 +74,7 @@ def tiny_benchmark(tmp_path_factory) -> Path:
     return folder
 
 
-def launch(args: list[str], cwd, env_updates: dict | None = None, num_processes: int = 2, timeout: int = 300):
+def launch(args: list[str], cwd, env_updates: dict | None = None, num_processes: int = 2, timeout: int = 600):
     """
     `accelerate launch --multi_gpu --num_processes N ARGS` with ACCELERATE_USE_CPU set: N CPU processes in one gloo
     group (accelerate's MULTI_CPU). `--cpu --num_processes N` would not do it: accelerate 1.15 sends --cpu to its
