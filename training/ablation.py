@@ -35,8 +35,17 @@ def run_variant(name: str, flags: list[str], seed: int, output_dir: Path, recipe
     if results_file.is_file():
         return json.loads(results_file.read_text())
     command = [
-        sys.executable, str(REPO_ROOT / "training" / "run.py"), *recipe, *flags,
-        "--seed", str(seed), "--output_dir", str(output_dir), "--overwrite_output_dir", "--report_to", "none",
+        sys.executable,
+        str(REPO_ROOT / "training" / "run.py"),
+        *recipe,
+        *flags,
+        "--seed",
+        str(seed),
+        "--output_dir",
+        str(output_dir),
+        "--overwrite_output_dir",
+        "--report_to",
+        "none",
     ]
     started = time.time()
     subprocess.run(command, check=True, cwd=REPO_ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL)
@@ -74,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     recipe = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1234, 1235, 1236], help="one run per seed and variant")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[1234, 1235, 1236], help="one run per seed and variant"
+    )
     parser.add_argument("--output_root", type=Path, default=Path("outputs/ablation"), help="folder of the runs")
     parser.add_argument("--table", type=Path, default=Path("docs/ablation.md"), help="markdown table to write")
     parser.add_argument("--json", type=Path, default=Path("docs/ablation.json"), help="JSON summary to write")
@@ -90,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "seeds": args.seeds,
         "recipe_flags": recipe,
-        "summary": {name: {m: {"mean": v[0], "std": v[1]} for m, v in metrics.items()} for name, metrics in summary.items()},
-        "runs": {name: [{"seed": r["seed"], "test": r["test"], "wall_time_s": r["wall_time_s"]} for r in runs] for name, runs in results.items()},
+        "summary": {
+            name: {m: {"mean": v[0], "std": v[1]} for m, v in metrics.items()} for name, metrics in summary.items()
+        },
+        "runs": {
+            name: [{"seed": r["seed"], "test": r["test"], "wall_time_s": r["wall_time_s"]} for r in runs]
+            for name, runs in results.items()
+        },
     }
     for path, text in ((args.table, table), (args.json, json.dumps(payload, indent=2))):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,9 @@ class TrainingConfig:
     image_width: int = _option(128, "input image width in pixels")
     patch_size: int = _option(16, "patch kernel side")
     patch_stride: int = _option(12, "patch stride (12: overlapping patches as for CUHK-PEDES; 16 for RSTPReid)")
-    initializer_range: float = _option(0.02, "std of the random initialisation of weights not loaded from a checkpoint")
+    initializer_range: float = _option(
+        0.02, "std of the random initialisation of weights not loaded from a checkpoint"
+    )
     text_embedding_scale: float | None = _option(
         None,
         "scale the text embedding LayerNorm's weight and bias by this factor at initialisation (not when loading an\n"
@@ -235,7 +237,10 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         help_text = f"{config_field.metadata['help']} (default: {config_field.default!r})"
         if kind is bool:
             parser.add_argument(
-                f"--{config_field.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+                f"--{config_field.name}",
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
             )
         else:
             parser.add_argument(

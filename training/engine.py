@@ -173,7 +173,9 @@ def resume_from_checkpoint(accelerator: Accelerator, output_dir, checkpoint: str
     """
     path = latest_checkpoint(output_dir) if checkpoint == "latest" else Path(checkpoint)
     if path is None:
-        raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint_<n> folder in {output_dir}/checkpoints")
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint latest: no checkpoint_<n> folder in {output_dir}/checkpoints"
+        )
     if not path.is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint: {path} is not a checkpoint folder")
     accelerator.load_state(str(path))

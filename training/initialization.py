@@ -51,7 +51,9 @@ def shared_tensors_from_post_norm_bert(state_dict: dict[str, torch.Tensor], dept
             tensors[target + f"self_attn.out_proj.{kind}"] = state_dict[source + f"attention.output.dense.{kind}"]
             tensors[target + f"layer_norm2.{kind}"] = state_dict[source + f"attention.output.LayerNorm.{kind}"]
             after_mlp = state_dict[source + f"output.LayerNorm.{kind}"]
-            next_norm = f"encoder.layers.{index + 1}.layer_norm1.{kind}" if index + 1 < depth else f"final_layer_norm.{kind}"
+            next_norm = (
+                f"encoder.layers.{index + 1}.layer_norm1.{kind}" if index + 1 < depth else f"final_layer_norm.{kind}"
+            )
             tensors[next_norm] = after_mlp
     return tensors
 
@@ -103,7 +105,9 @@ def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, obje
         return model, create_processor(image_size, config.max_text_length, tokenizer_dir=folder), source
     if config.init == "vit_bert":
         if not (config.vit_path or config.bert_path):
-            raise ValueError("init=vit_bert needs --vit_path, --bert_path or both (ViT / BERT weight files or folders)")
+            raise ValueError(
+                "init=vit_bert needs --vit_path, --bert_path or both (ViT / BERT weight files or folders)"
+            )
         vit = load_state_dict_file(config.vit_path) if config.vit_path else None
         bert = load_state_dict_file(config.bert_path) if config.bert_path else None
         model, report = initialize_from_vit_and_bert(ivt_config_from_training(config), vit, bert)
@@ -134,6 +138,9 @@ def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, obje
     processor = AutoProcessor.from_pretrained(config.init)
     if tuple(model.config.image_size) != image_size:
         logger.warning(
-            "%s takes %s images; image_height/image_width (%s) are ignored", config.init, model.config.image_size, image_size
+            "%s takes %s images; image_height/image_width (%s) are ignored",
+            config.init,
+            model.config.image_size,
+            image_size,
         )
     return model, processor, f"IVT checkpoint {config.init}"

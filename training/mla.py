@@ -150,7 +150,9 @@ class MLACollator:
                 return_tensors="pt",
             )
             text_levels.append({"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]})
-        pixel_values = torch.cat([torch.stack([item["pixel_values"][level] for item in items]) for level in range(num_levels)])
+        pixel_values = torch.cat(
+            [torch.stack([item["pixel_values"][level] for item in items]) for level in range(num_levels)]
+        )
         person_ids = torch.tensor([item["person_id"] for item in items], dtype=torch.long).repeat(num_levels)
         return {"pixel_values": pixel_values, "text_levels": text_levels, "person_ids": person_ids}
 

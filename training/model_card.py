@@ -92,7 +92,9 @@ def build_model_card(
         else ", no token dropping"
     )
     if selection_split and best_epoch is not None:
-        selection = f"on the **{selection_split}** split (best R@1, epoch {best_epoch}); the test split was evaluated once"
+        selection = (
+            f"on the **{selection_split}** split (best R@1, epoch {best_epoch}); the test split was evaluated once"
+        )
     else:
         selection = "as the last epoch (no validation split); the test split was evaluated once"
     schedule = (

@@ -1,7 +1,7 @@
 """Fine-tune IVT on a built benchmark with accelerate: one code path for a CPU, one GPU, many GPUs and many machines.
 
     accelerate launch training/run.py                       # default recipe: training/configs/generated.yaml
-    accelerate launch --num_processes 2 --cpu training/run.py --num_epochs 2
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 training/run.py --num_epochs 2   # 2 CPU processes
     accelerate launch training/run.py --config training/configs/cuhk_pedes.yaml --dataset data/cuhk-pedes
     accelerate launch training/run.py --output_dir outputs/run --resume_from_checkpoint latest
 
@@ -103,7 +103,9 @@ def train_one_epoch(
         batch = batch_to_device(batch, accelerator.device)
         generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
         token_drop_generator = torch.Generator(generator_device).manual_seed(
-            derived_seed(config.seed, "token-drop", progress.epoch, sampler.batches_consumed, accelerator.process_index)
+            derived_seed(
+                config.seed, "token-drop", progress.epoch, sampler.batches_consumed, accelerator.process_index
+            )
         )
         with accelerator.accumulate(model):
             image_features, text_features = model(batch["pixel_values"], batch["text_levels"], token_drop_generator)
@@ -241,12 +243,20 @@ def finetune(config: TrainingConfig) -> dict:
         if validation is not None and (progress.epoch % config.eval_every_epochs == 0 or last):
             unwrapped = accelerator.unwrap_model(model).model
             unwrapped.eval()
-            metrics = evaluate_split(unwrapped, processor, validation, batch_size=config.eval_batch_size, accelerator=accelerator)
-            accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=progress.global_step)
+            metrics = evaluate_split(
+                unwrapped, processor, validation, batch_size=config.eval_batch_size, accelerator=accelerator
+            )
+            accelerator.log(
+                {f"validation/{name}": value for name, value in metrics.items()}, step=progress.global_step
+            )
             progress.history.append({"epoch": progress.epoch, "step": progress.global_step, **metrics})
             logger.info("epoch %d validation: %s", progress.epoch, metrics)
             if progress.best_score is None or metrics["R@1"] > progress.best_score:
-                progress.best_score, progress.best_epoch, progress.best_metrics = metrics["R@1"], progress.epoch, metrics
+                progress.best_score, progress.best_epoch, progress.best_metrics = (
+                    metrics["R@1"],
+                    progress.epoch,
+                    metrics,
+                )
                 if accelerator.is_main_process:
                     save_model_folder(unwrapped, processor, best_dir, overwrite=True)
         elif validation is None and last:
@@ -262,7 +272,11 @@ def finetune(config: TrainingConfig) -> dict:
     test_metrics = None
     if config.test_split:
         test_metrics = evaluate_split(
-            best_model, processor, dataset_dict[config.test_split], batch_size=config.eval_batch_size, accelerator=accelerator
+            best_model,
+            processor,
+            dataset_dict[config.test_split],
+            batch_size=config.eval_batch_size,
+            accelerator=accelerator,
         )
         accelerator.log({f"test/{name}": value for name, value in test_metrics.items()}, step=progress.global_step)
     time_to_final_metrics = time.time() - START_TIME
@@ -297,7 +311,9 @@ def finetune(config: TrainingConfig) -> dict:
         card.save(partial_card)
         os.replace(partial_card, best_dir / "README.md")
         if config.push_to_hub:
-            push_folder_to_hub(best_dir, config.push_to_hub, commit_message=f"IVT fine-tuned on {dataset_display_name(config)}")
+            push_folder_to_hub(
+                best_dir, config.push_to_hub, commit_message=f"IVT fine-tuned on {dataset_display_name(config)}"
+            )
         results["wall_time_s"] = round(time.time() - START_TIME, 1)
         write_json_atomically(output_dir / RESULTS_FILE, results)
     accelerator.end_training()
@@ -318,7 +334,10 @@ def print_summary(results: dict, output_dir: Path) -> None:
         print(f"Test metrics ({results['config']['test_split']} split):")
         print(metrics_table(results["test"]))
     if results["validation"]:
-        print(f"Best validation (epoch {results['best_epoch']}): " + ", ".join(f"{name} {results['validation'][name]:.2f}" for name in METRIC_NAMES))
+        print(
+            f"Best validation (epoch {results['best_epoch']}): "
+            + ", ".join(f"{name} {results['validation'][name]:.2f}" for name in METRIC_NAMES)
+        )
     print(f"Model, processor and model card: {output_dir / BEST_DIR}")
     print(f"Results: {output_dir / RESULTS_FILE}  (wall time {results['wall_time_s']:.0f} s)")
 

@@ -66,7 +66,9 @@ class IdentityBatchSampler:
                 indices = rng.choices(indices, k=self.pairs_per_id)
             rng.shuffle(indices)
             usable = len(indices) - len(indices) % self.pairs_per_id
-            chunks[person_id] = [indices[start : start + self.pairs_per_id] for start in range(0, usable, self.pairs_per_id)]
+            chunks[person_id] = [
+                indices[start : start + self.pairs_per_id] for start in range(0, usable, self.pairs_per_id)
+            ]
         available = list(chunks)
         batches = []
         while len(available) >= self.ids_per_batch:

@@ -12,7 +12,13 @@ from dataset_scripts.generate import ensure_generated_benchmark
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TINY_BENCHMARK = dict(
-    num_train_ids=80, num_val_ids=6, num_test_ids=8, images_per_id=2, captions_per_image=2, difficulty=0.0, num_workers=1
+    num_train_ids=80,
+    num_val_ids=6,
+    num_test_ids=8,
+    images_per_id=2,
+    captions_per_image=2,
+    difficulty=0.0,
+    num_workers=1,
 )
 
 
@@ -68,17 +74,35 @@ def tiny_benchmark(tmp_path_factory) -> Path:
     return folder
 
 
-def launch(args: list[str], cwd, env_updates: dict | None = None, num_processes: int = 2, timeout: int = 300):
-    """`accelerate launch --num_processes N --cpu ARGS` in a fresh process; fails the test with its output."""
+def launch(args: list[str], cwd, env_updates: dict | None = None, num_processes: int = 2, timeout: int = 600):
+    """
+    `accelerate launch --multi_gpu --num_processes N ARGS` with ACCELERATE_USE_CPU set: N CPU processes in one gloo
+    group (accelerate's MULTI_CPU). `--cpu --num_processes N` would not do it: accelerate 1.15 sends --cpu to its
+    single-process launcher, which starts one process.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
+    env["ACCELERATE_USE_CPU"] = "true"  # the processes then form a gloo group (MULTI_CPU) even where GPUs exist
     env.update(env_updates or {})
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", *args,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        *args,
     ]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise AssertionError(f"accelerate launch failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"accelerate launch failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
     return result

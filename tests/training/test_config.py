@@ -17,9 +17,20 @@ def test_every_shipped_recipe_parses():
 
 def test_released_recipes_match_the_spec():
     cuhk = parse_config(["--config", str(CONFIG_DIR / "cuhk_pedes.yaml")])
-    assert (cuhk.optimizer, cuhk.learning_rate, cuhk.bias_lr_factor, cuhk.momentum, cuhk.weight_decay) == ("sgd", 0.005, 2.0, 0.9, 1e-4)
+    assert (cuhk.optimizer, cuhk.learning_rate, cuhk.bias_lr_factor, cuhk.momentum, cuhk.weight_decay) == (
+        "sgd",
+        0.005,
+        2.0,
+        0.9,
+        1e-4,
+    )
     assert (cuhk.num_epochs, cuhk.warmup_epochs, cuhk.warmup_start_lr, cuhk.min_lr) == (120, 5, 5e-5, 1e-5)
-    assert (cuhk.ids_per_batch * cuhk.pairs_per_id, cuhk.pairs_per_id, cuhk.patch_stride, cuhk.seed) == (28, 4, 12, 1234)
+    assert (cuhk.ids_per_batch * cuhk.pairs_per_id, cuhk.pairs_per_id, cuhk.patch_stride, cuhk.seed) == (
+        28,
+        4,
+        12,
+        1234,
+    )
     assert (cuhk.image_height, cuhk.image_width, cuhk.pad, cuhk.validation_split) == (384, 128, 10, "validation")
     icfg = parse_config(["--config", str(CONFIG_DIR / "icfg_pedes.yaml")])
     assert icfg.validation_split is None and icfg.word_level == "chunk"
@@ -54,6 +65,12 @@ def test_bad_recipes_name_the_file_and_setting(tmp_path, capsys):
 
 def test_help_explains_each_setting():
     result = subprocess.run([sys.executable, "training/run.py", "--help"], capture_output=True, text=True, check=True)
-    for flag in ("--resume_from_checkpoint", "--local_loss", "--push_to_hub", "--gradient_checkpointing", "--mixed_precision"):
+    for flag in (
+        "--resume_from_checkpoint",
+        "--local_loss",
+        "--push_to_hub",
+        "--gradient_checkpointing",
+        "--mixed_precision",
+    ):
         assert flag in result.stdout
     assert "P: identities per batch" in result.stdout

@@ -59,7 +59,11 @@ def test_collator_concatenates_levels_and_pads_each_level_separately():
 
     tokenizer = create_processor().tokenizer
     items = [
-        {"pixel_values": torch.full((3, 3, 8, 4), float(i)), "texts": [CAPTION, "red shirt and blue jeans", "bag"], "person_id": pid}
+        {
+            "pixel_values": torch.full((3, 3, 8, 4), float(i)),
+            "texts": [CAPTION, "red shirt and blue jeans", "bag"],
+            "person_id": pid,
+        }
         for i, pid in enumerate([5, 9])
     ]
     batch = MLACollator(tokenizer, max_length=64)(items)

@@ -24,7 +24,9 @@ def test_tiny_run_ends_far_above_chance_and_saves_model_card_and_results(tiny_be
     saved = json.loads((output_dir / "results.json").read_text())
     assert saved["test"] == pytest.approx(results["test"])
     assert saved["num_processes"] == 1 and saved["effective_batch_size"] == 16 and saved["seed"] == 7
-    assert saved["best_epoch"] in (4, 8, 12) and saved["validation"]["R@1"] == max(h["R@1"] for h in saved["validation_history"])
+    assert saved["best_epoch"] in (4, 8, 12) and saved["validation"]["R@1"] == max(
+        h["R@1"] for h in saved["validation_history"]
+    )
     assert 0 < saved["time_to_final_metrics_s"] <= saved["wall_time_s"]
 
     best = output_dir / "best"
@@ -40,7 +42,9 @@ def test_tiny_run_ends_far_above_chance_and_saves_model_card_and_results(tiny_be
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_benchmark, tmp_path):
-    recipe = dict(num_epochs=2, max_train_steps=24, checkpointing_steps=6, checkpoints_total_limit=None, eval_every_epochs=1)
+    recipe = dict(
+        num_epochs=2, max_train_steps=24, checkpointing_steps=6, checkpoints_total_limit=None, eval_every_epochs=1
+    )
     uninterrupted = tmp_path / "uninterrupted"
     main(tiny_recipe(tiny_benchmark, uninterrupted, **recipe))
     checkpoints = sorted((uninterrupted / "checkpoints").iterdir(), key=lambda path: int(path.name.split("_")[1]))

@@ -37,7 +37,10 @@ def test_identities_with_fewer_than_k_pairs_are_filled_up():
 
 def test_processes_see_disjoint_shards_that_cover_the_epoch():
     single = epoch_batches(IdentityBatchSampler(PERSON_IDS, 5, 3, seed=11), 2)
-    shards = [epoch_batches(IdentityBatchSampler(PERSON_IDS, 5, 3, num_replicas=3, rank=rank, seed=11), 2) for rank in range(3)]
+    shards = [
+        epoch_batches(IdentityBatchSampler(PERSON_IDS, 5, 3, num_replicas=3, rank=rank, seed=11), 2)
+        for rank in range(3)
+    ]
     assert len({len(shard) for shard in shards}) == 1, "every process must run the same number of steps"
     keys = [tuple(map(tuple, batch)) for shard in shards for batch in shard]
     assert len(keys) == len(set(keys))
