@@ -15,7 +15,7 @@ from .conftest import tiny_recipe
 
 def test_tiny_run_ends_far_above_chance_and_saves_model_card_and_results(tiny_benchmark, tmp_path):
     output_dir = tmp_path / "run"
-    results = main(tiny_recipe(tiny_benchmark, output_dir, num_epochs=12, eval_every_epochs=4))
+    results = main(tiny_recipe(tiny_benchmark, output_dir, num_epochs=16, eval_every_epochs=4))
 
     # 8 test identities with 2 images each: a random ranking puts a relevant image first 2 / 16 of the time.
     chance_r1 = 100 * 2 / 16
@@ -24,7 +24,7 @@ def test_tiny_run_ends_far_above_chance_and_saves_model_card_and_results(tiny_be
     saved = json.loads((output_dir / "results.json").read_text())
     assert saved["test"] == pytest.approx(results["test"])
     assert saved["num_processes"] == 1 and saved["effective_batch_size"] == 16 and saved["seed"] == 7
-    assert saved["best_epoch"] in (4, 8, 12) and saved["validation"]["R@1"] == max(
+    assert saved["best_epoch"] in (4, 8, 12, 16) and saved["validation"]["R@1"] == max(
         h["R@1"] for h in saved["validation_history"]
     )
     assert 0 < saved["time_to_final_metrics_s"] <= saved["wall_time_s"]
