@@ -1,6 +1,7 @@
 """A tiny generated benchmark and a tiny-model recipe shared by the training tests."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,13 @@ def tiny_benchmark(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("benchmark") / "drawn-tiny"
     ensure_generated_benchmark(folder, **TINY_BENCHMARK)
     return folder
+
+
+def _free_port() -> int:
+    """A port nobody listens on: consecutive launches on accelerate's default port can find it still held."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def launch(args: list[str], cwd, env_updates: dict | None = None, num_processes: int = 2, timeout: int = 600):
