@@ -137,6 +137,32 @@ def build_lr_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def build_optimizer_and_scheduler(
+    model: torch.nn.Module, config: TrainingConfig, steps_per_epoch: int, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The recipe's optimiser and its warm-up + cosine schedule, as both stages use them."""
+    optimizer = build_optimizer(
+        model,
+        config.optimizer,
+        config.learning_rate,
+        config.weight_decay,
+        config.bias_lr_factor,
+        config.momentum,
+        (config.adam_beta1, config.adam_beta2),
+    )
+    scheduler = build_lr_scheduler(
+        optimizer,
+        steps_per_epoch,
+        total_steps,
+        config.learning_rate,
+        config.warmup_epochs,
+        config.warmup_start_lr,
+        config.min_lr,
+        per_epoch=config.schedule_unit == "epoch",
+    )
+    return optimizer, scheduler
+
+
 class TrainingProgress:
     """Where the run is (epoch, optimiser step) and the best validation so far; saved with every checkpoint."""
 

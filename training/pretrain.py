@@ -43,8 +43,7 @@ from .augmentation import TrainAugmentation
 from .config import TrainingConfig
 from .engine import (
     TrainingProgress,
-    build_lr_scheduler,
-    build_optimizer,
+    build_optimizer_and_scheduler,
     create_accelerator,
     derived_seed,
     load_benchmark,
@@ -261,25 +260,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
 
     total_steps = config.max_train_steps
     steps_per_epoch = max(1, total_steps // config.num_epochs)
-    optimizer = build_optimizer(
-        model,
-        config.optimizer,
-        config.learning_rate,
-        config.weight_decay,
-        config.bias_lr_factor,
-        config.momentum,
-        (config.adam_beta1, config.adam_beta2),
-    )
-    scheduler = build_lr_scheduler(
-        optimizer,
-        steps_per_epoch,
-        total_steps,
-        config.learning_rate,
-        config.warmup_epochs,
-        config.warmup_start_lr,
-        config.min_lr,
-        per_epoch=config.schedule_unit == "epoch",
-    )
+    optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     progress = TrainingProgress()
     for stateful in (stream, scheduler, progress):

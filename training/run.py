@@ -37,8 +37,7 @@ from training.augmentation import TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
 from training.engine import (  # noqa: E402
     TrainingProgress,
-    build_lr_scheduler,
-    build_optimizer,
+    build_optimizer_and_scheduler,
     create_accelerator,
     derived_seed,
     load_benchmark,
@@ -177,25 +176,7 @@ def finetune(config: TrainingConfig) -> dict:
     total_steps = config.num_epochs * steps_per_epoch
     if config.max_train_steps is not None:
         total_steps = min(total_steps, config.max_train_steps)
-    optimizer = build_optimizer(
-        model,
-        config.optimizer,
-        config.learning_rate,
-        config.weight_decay,
-        config.bias_lr_factor,
-        config.momentum,
-        (config.adam_beta1, config.adam_beta2),
-    )
-    scheduler = build_lr_scheduler(
-        optimizer,
-        steps_per_epoch,
-        total_steps,
-        config.learning_rate,
-        config.warmup_epochs,
-        config.warmup_start_lr,
-        config.min_lr,
-        per_epoch=config.schedule_unit == "epoch",
-    )
+    optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(IVTForMLATraining(model), optimizer)
     progress = TrainingProgress()
     for stateful in (sampler, scheduler, progress):
