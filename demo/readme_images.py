@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import datasets
 
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-dir", default="docs/images")
     args = parser.parse_args(argv)
 
+    if Path(args.model).is_dir():  # the demo server runs in another folder
+        args.model = str(Path(args.model).resolve())
     test = ensure_generated_benchmark(args.dataset)["test"]
     if not isinstance(test, datasets.Dataset) or max(args.rows) >= len(test):
         parser.error(f"--rows must be below the test split's {len(test)} rows")
