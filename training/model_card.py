@@ -80,7 +80,9 @@ def build_model_card(
     repo_id: str | None = None,
 ) -> ModelCard:
     """A ModelCard with YAML metadata (incl. a model-index of the test metrics), recipe, usage and risks."""
-    model_name = repo_id.split("/")[-1] if repo_id else f"ivt-{Path(config.output_dir).name}"
+    run_name = Path(config.output_dir).name
+    default_name = run_name if run_name.startswith("ivt") else f"ivt-{run_name}"
+    model_name = repo_id.split("/")[-1] if repo_id else default_name
     effective_items = config.items_per_batch * num_processes * config.gradient_accumulation_steps
     levels = 3 if config.mla else 1
     objective = "CMPM"
