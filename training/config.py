@@ -42,7 +42,7 @@ class TrainingConfig:
     gen_num_test_ids: int = _option(200, "generated benchmark: test identities")
     gen_images_per_id: int = _option(4, "generated benchmark: images per identity")
     gen_captions_per_image: int = _option(2, "generated benchmark: captions per image")
-    gen_difficulty: float = _option(0.5, "generated benchmark: difficulty in [0, 1] (look-alike share, degradations)")
+    gen_difficulty: float = _option(0.25, "generated benchmark: difficulty in [0, 1] (look-alike share, degradations)")
     gen_seed: int = _option(0, "generated benchmark: generator seed")
     train_split: str = _option("train", "split to train on")
     validation_split: str | None = _option(
@@ -170,7 +170,9 @@ class TrainingConfig:
     logging_steps: int = _option(10, "log the loss and learning rate every N optimiser steps")
     num_workers: int = _option(1, "DataLoader worker processes per training process")
     num_threads: int | None = _option(
-        None, "torch intra-op threads per process (null: torch's default); 1 is much faster on a busy or small CPU"
+        None,
+        "torch intra-op threads per process (null: torch's default, which accelerate launch sets to 1 on a CPU "
+        "machine; 0: this machine's cores shared among its processes); 1 is much faster on a busy CPU",
     )
     seed: int = _option(1234, "seed of model init, sampler, augmentation and token dropping")
     push_to_hub: str | None = _option(None, "Hub repository to push the best model, processor and card to")

@@ -212,6 +212,19 @@ def resume_from_checkpoint(accelerator: Accelerator, output_dir, checkpoint: str
     return path
 
 
+def set_num_threads(num_threads: int | None) -> None:
+    """Apply `--num_threads`; 0 shares this machine's usable cores among its training processes.
+
+    `accelerate launch` without `--cpu` sets OMP_NUM_THREADS=1, which leaves all but one core idle on a CPU machine.
+    """
+    if num_threads is None:
+        return
+    if num_threads == 0:
+        processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        num_threads = max(len(os.sched_getaffinity(0)) // processes_here, 1)
+    torch.set_num_threads(num_threads)
+
+
 def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
     """The built benchmark; generated first (by the main process, the others wait) when `generate_benchmark` is set."""
     if config.generate_benchmark:

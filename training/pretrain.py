@@ -49,6 +49,7 @@ from .engine import (
     load_benchmark,
     prepare_output_dir,
     resume_from_checkpoint,
+    set_num_threads,
     tracker_config,
     write_json_atomically,
 )
@@ -217,8 +218,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     start_time = start_time or time.time()
     if config.max_train_steps is None:
         raise ValueError("--stage pretrain reads the corpus as an endless stream: set --max_train_steps")
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
+    set_num_threads(config.num_threads)
     accelerator = create_accelerator(
         config.output_dir,
         mixed_precision=config.mixed_precision,

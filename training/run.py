@@ -43,6 +43,7 @@ from training.engine import (  # noqa: E402
     load_benchmark,
     prepare_output_dir,
     resume_from_checkpoint,
+    set_num_threads,
     tracker_config,
     write_json_atomically,
 )
@@ -142,8 +143,7 @@ def finetune(config: TrainingConfig) -> dict:
         report_to=config.report_to,
         checkpoints_total_limit=config.checkpoints_total_limit,
     )
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
+    set_num_threads(config.num_threads)
     output_dir = prepare_output_dir(config, accelerator)
     dataset_dict = load_benchmark(config, accelerator)
     check_splits(config, dataset_dict)

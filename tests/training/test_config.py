@@ -1,11 +1,14 @@
 """Recipes: YAML files, command-line overrides, and clear errors."""
 
+import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from training.config import CONFIG_DIR, TrainingConfig, parse_config, read_yaml_config
+from training.engine import set_num_threads
 
 
 def test_every_shipped_recipe_parses():
@@ -74,3 +77,17 @@ def test_help_explains_each_setting():
     ):
         assert flag in result.stdout
     assert "P: identities per batch" in result.stdout
+
+
+@pytest.mark.parametrize("processes_here", [1, 2])
+def test_num_threads_zero_shares_the_cores_among_this_machines_processes(monkeypatch, processes_here):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes_here))
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        set_num_threads(0)
+        assert torch.get_num_threads() == max(cores // processes_here, 1)
+        set_num_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
