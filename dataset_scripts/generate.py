@@ -8,7 +8,7 @@ attributes become invisible), pose, position and scale, background, lighting, re
 occlusion. Captions are written in the style of CUHK-PEDES from the attributes visible in that image only, with varied
 templates, synonyms, order and omissions; each record also stores the phrases of its visible attributes.
 
-Difficulty: `difficulty` in [0, 1] (default 0.5) is the knob to tune retrieval accuracy.
+Difficulty: `difficulty` in [0, 1] (default 0.25) is the knob to tune retrieval accuracy.
 - It is the probability that a new identity is a near-duplicate: a copy of an earlier identity of the same split
   with only one or two attributes changed, so that coarse matching is not enough. Raising it is the strongest
   lever to lower R@1.
@@ -744,7 +744,7 @@ def generate_raw(
     images_per_id: int = 4,
     captions_per_image: int = 2,
     seed: int = 0,
-    difficulty: float = 0.5,
+    difficulty: float = 0.25,
     num_workers: int = 2,
 ) -> Path:
     """Write the benchmark in the CUHK-PEDES raw layout under `raw_root` and return the annotation file's path.
@@ -845,7 +845,7 @@ def ensure_generated_benchmark(
     images_per_id: int = 4,
     captions_per_image: int = 2,
     seed: int = 0,
-    difficulty: float = 0.5,
+    difficulty: float = 0.25,
     num_workers: int = 2,
 ) -> datasets.DatasetDict:
     """The generated benchmark at `output_dir`, generated and built first unless it is there with these settings.
@@ -895,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-id", type=int, default=4)
     parser.add_argument("--captions-per-image", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--difficulty", type=float, default=0.5, help="0 (easy) .. 1 (hard); see the module docstring")
+    parser.add_argument("--difficulty", type=float, default=0.25, help="0 (easy) .. 1 (hard); see the module docstring")
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
