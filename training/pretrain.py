@@ -373,5 +373,6 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
             push_folder_to_hub(best_dir, config.push_to_hub, commit_message="IVT pre-trained with ITC + ITM + MLM")
         results["wall_time_s"] = round(time.time() - start_time, 1)
         write_json_atomically(output_dir / RESULTS_FILE, results)
+    accelerator.wait_for_everyone()  # no process tears the group down while the main one still writes or pushes
     accelerator.end_training()
     return results

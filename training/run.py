@@ -297,6 +297,7 @@ def finetune(config: TrainingConfig) -> dict:
             )
         results["wall_time_s"] = round(time.time() - START_TIME, 1)
         write_json_atomically(output_dir / RESULTS_FILE, results)
+    accelerator.wait_for_everyone()  # no process tears the group down while the main one still writes or pushes
     accelerator.end_training()
     return results
 

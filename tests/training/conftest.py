@@ -54,6 +54,7 @@ def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         eval_batch_size=32,
         num_workers=0,
         num_threads=1,
+        mixed_precision="no",
         report_to="none",
         logging_steps=1,
         seed=7,
