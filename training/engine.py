@@ -221,7 +221,8 @@ def set_num_threads(num_threads: int | None) -> None:
         return
     if num_threads == 0:
         processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        num_threads = max(len(os.sched_getaffinity(0)) // processes_here, 1)
+        usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        num_threads = max(usable_cores // processes_here, 1)
     torch.set_num_threads(num_threads)
 
 
