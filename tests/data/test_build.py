@@ -75,6 +75,11 @@ def test_rstpreid_reads_img_path(make_raw, tmp_path):
         ("missing_image", r"image 'cam_a/missing\.jpg' not found"),
         ("truncated_image", r"image 'cam_a/truncated\.jpg' .* does not decode"),
         ("no_captions", r"reid_raw\.json record 6: missing key 'captions'"),
+        ("empty_caption_list", r"reid_raw\.json record 6: 'captions' is empty"),
+        ("whitespace_caption", r"reid_raw\.json record 6: a caption is empty or whitespace only"),
+        ("bool_person_id", r"reid_raw\.json record 6: 'id' must be an integer, found True"),
+        ("attributes_not_a_list", r"reid_raw\.json record 6: 'attributes' must be a list of strings, found 'red coat'"),
+        ("attributes_not_strings", r"reid_raw\.json record 6: 'attributes' must be a list of strings"),
         ("malformed_json", r"reid_raw\.json is not valid JSON"),
     ],
 )
