@@ -1,6 +1,10 @@
 """`python -m modeling_ivt.export_onnx` writes two graphs that onnxruntime runs like PyTorch at any batch and length."""
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,12 +13,14 @@ onnxruntime = pytest.importorskip("onnxruntime", reason='the ONNX test needs the
 
 from modeling_ivt.export_onnx import IMAGE_FILE, TEXT_FILE, main  # noqa: E402
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "onnx.md"
+
 
 def test_both_towers_export_with_dynamic_batch_and_length(tmp_path, model, processor, captions, images, capsys):
     folder = tmp_path / "ivt"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    output = tmp_path / "onnx"
+    output = tmp_path / "outputs" / "ivt-onnx"
 
     assert main(["--model", str(folder), "--output", str(output)]) == 0
     report = json.loads((output / "onnx_export.json").read_text())
@@ -44,3 +50,11 @@ def test_both_towers_export_with_dynamic_batch_and_length(tmp_path, model, proce
 
     assert main(["--model", str(folder), "--output", str(output)]) == 2
     assert "exists: pass --overwrite" in capsys.readouterr().err
+
+    example = re.search(r"## Use.*?```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.DOTALL).group(1)
+    (tmp_path / "gallery").mkdir()
+    for path, image in zip(re.findall(r'"(gallery/[^"]+)"', example), images, strict=False):
+        image.save(tmp_path / path)
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sorted(re.findall(r"\d+", result.stdout)) == ["0", "1"]
