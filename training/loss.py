@@ -35,3 +35,68 @@ def distributed_cmpm_loss(
         text_features = _gather_with_grad(text_features)
         person_ids = _gather(person_ids)
     return cmpm_loss(image_features, text_features, person_ids)
+
+
+def sdm_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    person_ids: torch.Tensor,
+    logit_scale: float,
+    epsilon: float = 1e-8,
+) -> torch.Tensor:
+    """
+    Similarity distribution matching (IRRA, Jiang & Ye, CVPR 2023): the softmax of the scaled cosine similarities of
+    each image to every caption (and of each caption to every image) is pulled towards the uniform distribution over
+    the pairs of the same person, by KL(prediction || target) summed over both directions. Every pair of the same
+    person is a positive. Computed in fp32 so that autocast cannot underflow it.
+    """
+    image_embeds = torch.nn.functional.normalize(image_embeds.float(), dim=-1)
+    text_embeds = torch.nn.functional.normalize(text_embeds.float(), dim=-1)
+    same_person = (person_ids.view(-1, 1) == person_ids.view(1, -1)).float()
+    log_targets = torch.log(same_person / same_person.sum(dim=1, keepdim=True) + epsilon)
+    image_to_text = logit_scale * image_embeds @ text_embeds.t()
+
+    def kl(logits: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.nn.functional.log_softmax(logits, dim=1)
+        return (log_probs.exp() * (log_probs - log_targets)).sum(dim=1).mean()
+
+    return kl(image_to_text) + kl(image_to_text.t())
+
+
+def distributed_sdm_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    person_ids: torch.Tensor,
+    logit_scale: float,
+    local: bool = False,
+) -> torch.Tensor:
+    """SDM of the global batch (every process's pairs, gathered with gradient), or of this process's with `local`."""
+    if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        image_embeds = _gather_with_grad(image_embeds)
+        text_embeds = _gather_with_grad(text_embeds)
+        person_ids = _gather(person_ids)
+    return sdm_loss(image_embeds, text_embeds, person_ids, logit_scale)
+
+
+def identity_loss(image_logits: torch.Tensor, text_logits: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+    """ID loss: the mean of the image and the text cross-entropy of one shared identity classifier.
+
+    `class_ids` are the contiguous training-identity indices (0 .. number of training identities - 1). Each item's
+    term depends on that item alone, so no gathering is needed: averaging over processes gives the global mean.
+    """
+    image_term = torch.nn.functional.cross_entropy(image_logits.float(), class_ids)
+    text_term = torch.nn.functional.cross_entropy(text_logits.float(), class_ids)
+    return (image_term + text_term) / 2
+
+
+def masked_token_loss(token_logits: torch.Tensor, labels: torch.Tensor, ignore_label: int = 0) -> torch.Tensor:
+    """Cross-entropy of the predicted vocabulary distribution at the labelled positions (label != `ignore_label`).
+
+    `token_logits` are (positions, vocabulary) rows of the labelled positions only or of every position; zero, not
+    NaN, when no position is labelled.
+    """
+    labels = labels.reshape(-1)
+    total = torch.nn.functional.cross_entropy(
+        token_logits.float().reshape(labels.numel(), -1), labels, ignore_index=ignore_label, reduction="sum"
+    )
+    return total / (labels != ignore_label).sum().clamp(min=1)
