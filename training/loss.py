@@ -1,13 +1,16 @@
-"""CMPM over the features of all processes.
+"""The fine-tuning losses: CMPM (IVT), SDM, ID and IRR (IRRA), and the gathering of features across processes.
 
-Each process gathers every process's image and text features with a gradient-carrying all-gather
-(`torch.distributed.nn.functional.all_gather`) and computes the CMPM loss of the whole global batch. All processes
+The contrastive losses (CMPM, SDM) compare every image with every caption of the batch. Each process gathers every
+process's image and text features with a gradient-carrying all-gather
+(`torch.distributed.nn.functional.all_gather`) and computes the loss of the whole global batch. All processes
 then hold the same loss; the all-gather's backward sums the N copies of each process's feature gradient, and
 DistributedDataParallel averages over the N processes, so the parameter gradient equals that of one process holding
 the whole N x B batch. `local=True` computes the loss of each process's own batch, as the released code does.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -89,14 +92,66 @@ def identity_loss(image_logits: torch.Tensor, text_logits: torch.Tensor, class_i
     return (image_term + text_term) / 2
 
 
-def masked_token_loss(token_logits: torch.Tensor, labels: torch.Tensor, ignore_label: int = 0) -> torch.Tensor:
+def masked_token_loss(
+    token_logits: torch.Tensor, labels: torch.Tensor, ignore_label: int = 0, local: bool = True
+) -> torch.Tensor:
     """Cross-entropy of the predicted vocabulary distribution at the labelled positions (label != `ignore_label`).
 
-    `token_logits` are (positions, vocabulary) rows of the labelled positions only or of every position; zero, not
-    NaN, when no position is labelled.
+    `token_logits` are (positions, vocabulary) rows, of the labelled positions only or of every position; zero, not
+    NaN, when no position is labelled. The mean is over this process's labelled positions, or with `local=False` over
+    every process's: the sum is divided by the global count times the number of processes, which the averaging of
+    gradients over processes undoes, so N processes step as one process holding all their captions.
     """
     labels = labels.reshape(-1)
     total = torch.nn.functional.cross_entropy(
         token_logits.float().reshape(labels.numel(), -1), labels, ignore_index=ignore_label, reduction="sum"
     )
-    return total / (labels != ignore_label).sum().clamp(min=1)
+    count = (labels != ignore_label).sum()
+    if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        count = count.clone()
+        dist.all_reduce(count)
+        return total * dist.get_world_size() / count.clamp(min=1)
+    return total / count.clamp(min=1)
+
+
+LOSS_NAMES = ("sdm", "cmpm", "id", "irr")
+
+
+@dataclass
+class RetrievalTrainingOutput:
+    """What the losses read: pooled embeddings, identity logits, IRR logits at the labelled positions and labels."""
+
+    image_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    image_logits: torch.Tensor | None = None
+    text_logits: torch.Tensor | None = None
+    irr_logits: torch.Tensor | None = None
+    irr_labels: torch.Tensor | None = None
+
+
+def retrieval_loss_terms(
+    output: RetrievalTrainingOutput,
+    person_ids: torch.Tensor,
+    class_ids: torch.Tensor | None,
+    loss_names: tuple[str, ...],
+    logit_scale: float,
+    local: bool = False,
+) -> dict[str, torch.Tensor]:
+    """
+    Each selected loss (weight 1, their sum is the training loss). Unless `local`, each is that of the global batch:
+    `sdm` and `cmpm` over features gathered from every process, `irr` averaged over every process's labelled tokens;
+    `id` is a mean of per-item terms over equal batches, which the averaging of gradients makes global.
+    """
+    terms = {}
+    for name in loss_names:
+        if name == "sdm":
+            terms[name] = distributed_sdm_loss(output.image_embeds, output.text_embeds, person_ids, logit_scale, local)
+        elif name == "cmpm":
+            terms[name] = distributed_cmpm_loss(output.image_embeds, output.text_embeds, person_ids, local)
+        elif name == "id":
+            terms[name] = identity_loss(output.image_logits, output.text_logits, class_ids)
+        elif name == "irr":
+            terms[name] = masked_token_loss(output.irr_logits, output.irr_labels, local=local)
+        else:
+            raise ValueError(f"unknown loss {name!r}; available: {', '.join(LOSS_NAMES)}")
+    return terms
