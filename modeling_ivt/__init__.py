@@ -1,8 +1,16 @@
 """Text-based person retrieval models (IVT and the IRRA family) as Hugging Face models. Importing this package
 registers "ivt" and "irra" with the Auto classes, so `AutoModel.from_pretrained(folder)` works without
-`trust_remote_code` when the package is installed."""
+`trust_remote_code` when the package is installed, and `IVTModel` is also the model of the zero-shot image
+classification pipeline."""
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForPreTraining, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
 
 from .configuration_irra import IRRAConfig, IRRATextConfig, IRRAVisionConfig
 from .configuration_ivt import IVTConfig
@@ -22,6 +30,7 @@ from .processing_ivt import IVTProcessor
 
 AutoConfig.register("ivt", IVTConfig, exist_ok=True)
 AutoModel.register(IVTConfig, IVTModel, exist_ok=True)
+AutoModelForZeroShotImageClassification.register(IVTConfig, IVTModel, exist_ok=True)
 AutoModelForPreTraining.register(IVTConfig, IVTForPreTraining, exist_ok=True)
 AutoProcessor.register(IVTConfig, IVTProcessor, exist_ok=True)
 IVTConfig.register_for_auto_class()

@@ -9,7 +9,7 @@ from transformers import BertTokenizer, CLIPTokenizer, ViTImageProcessorPil
 from .configuration_irra import IRRAConfig
 from .image_processing_irra import IRRAImageProcessor
 from .processing_irra import IRRAProcessor
-from .processing_ivt import IVTProcessor
+from .processing_ivt import TEXT_INPUT_NAMES, IVTProcessor
 
 CLIP_VOCABULARY_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # Merge lines 1..48894 of the vocabulary file make CLIP's 49,408-entry vocabulary with the 512 byte symbols and the
@@ -34,9 +34,12 @@ def bert_vocabulary_dir() -> Path:
 def create_processor(image_size=(384, 128), max_length: int = 100, tokenizer_dir=None) -> IVTProcessor:
     """
     A fresh processor for a new model: bilinear resize to `image_size` (height, width), mean/std 0.5, and the uncased
-    BERT tokenizer from `tokenizer_dir` (default: the vocabulary from `bert_vocabulary_dir()`).
+    BERT tokenizer from `tokenizer_dir` (default: the vocabulary from `bert_vocabulary_dir()`). The tokenizer returns
+    no token type ids, so that pipelines, which call it alone, feed the model what the processor does.
     """
-    tokenizer = BertTokenizer.from_pretrained(str(tokenizer_dir or bert_vocabulary_dir()), do_lower_case=True)
+    tokenizer = BertTokenizer.from_pretrained(
+        str(tokenizer_dir or bert_vocabulary_dir()), do_lower_case=True, model_input_names=list(TEXT_INPUT_NAMES)
+    )
     tokenizer.model_max_length = IVTProcessor.max_text_positions
     height, width = image_size
     image_processor = ViTImageProcessorPil(
