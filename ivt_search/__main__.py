@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 import modeling_ivt  # noqa: F401  (registers "ivt" with the Auto classes)
+
+from modeling_ivt.safe_io import atomic_output
 
 from .index import GalleryIndex, ModelMismatchError, read_index_metadata
 from .picture import RankedQuery, render_ranked_results
@@ -102,10 +103,8 @@ def command_query(args: argparse.Namespace) -> int:
         ]
         picture = render_ranked_results(rows, index.load_image)
         grid = Path(args.grid)
-        grid.parent.mkdir(parents=True, exist_ok=True)
-        partial = grid.with_name(f".{grid.name}.partial")
-        picture.save(partial, format="PNG")
-        os.replace(partial, grid)
+        with atomic_output(grid) as partial:
+            picture.save(partial, format="PNG")
         print(f"picture -> {grid}")
     return 0
 

@@ -20,8 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors.torch import load_file, save_file
 
-from dataset_scripts.build import replace_directory
+from modeling_ivt.safe_io import atomic_output, recover_replaced, resolve_inside
 from training.retrieval import embed_captions, embed_images
 
 logger = logging.getLogger(__name__)
@@ -255,7 +253,7 @@ class GalleryIndex:
         source_id = image["source"]
         source = self.sources[source_id]
         if source["type"] == "folder":
-            return _open_rgb(Path(source["root"]) / image["path"])
+            return _open_rgb(resolve_inside(source["root"], image["path"], what="image path"))
         if source_id not in self._datasets:
             self._datasets[source_id] = _load_split(source["path"], source["split"]).select_columns(["image"])
         return self._datasets[source_id][image["row"]]["image"].convert("RGB")
@@ -321,13 +319,11 @@ class GalleryIndex:
             ],
             "images": self.images,
         }
-        staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.saving-", dir=index_dir.parent))
-        try:
+        if index_dir.exists() and not overwrite:
+            raise FileExistsError(f"{index_dir} exists; pass overwrite=True (--overwrite) to replace it")
+        with atomic_output(index_dir, directory=True) as staging:
             save_file({"image_embeds": self.image_embeds.contiguous()}, str(staging / EMBEDDINGS_FILE))
             (staging / INDEX_FILE).write_text(json.dumps(metadata, indent=1), encoding="utf-8")
-            replace_directory(staging, index_dir, overwrite=overwrite)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return index_dir
 
     @classmethod
@@ -367,6 +363,7 @@ def _relocate(source: dict, convert) -> dict:
 def read_index_metadata(index_dir: str | os.PathLike) -> dict:
     """The parsed `index.json` of an index folder, checked for format and version."""
     index_dir = Path(index_dir)
+    recover_replaced(index_dir)
     index_file = index_dir / INDEX_FILE
     if not index_file.is_file() or not (index_dir / EMBEDDINGS_FILE).is_file():
         raise FileNotFoundError(f"{index_dir} is not a gallery index: it needs {INDEX_FILE} and {EMBEDDINGS_FILE}")

@@ -1,7 +1,14 @@
 """IVT for text-based person retrieval, as a Hugging Face model. Importing this package registers "ivt" with the
-Auto classes, so `AutoModel.from_pretrained(folder)` works without `trust_remote_code` when the package is installed."""
+Auto classes, so `AutoModel.from_pretrained(folder)` works without `trust_remote_code` when the package is installed,
+and `IVTModel` is also the model of the zero-shot image classification pipeline."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
 
 from .configuration_ivt import IVTConfig
 from .defaults import create_processor, minilm_dir
@@ -11,6 +18,7 @@ from .processing_ivt import IVTProcessor
 
 AutoConfig.register("ivt", IVTConfig, exist_ok=True)
 AutoModel.register(IVTConfig, IVTModel, exist_ok=True)
+AutoModelForZeroShotImageClassification.register(IVTConfig, IVTModel, exist_ok=True)
 AutoModelForPreTraining.register(IVTConfig, IVTForPreTraining, exist_ok=True)
 AutoProcessor.register(IVTConfig, IVTProcessor, exist_ok=True)
 IVTConfig.register_for_auto_class()

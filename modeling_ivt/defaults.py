@@ -4,7 +4,7 @@ from pathlib import Path
 
 from transformers import BertTokenizer, ViTImageProcessorPil
 
-from .processing_ivt import IVTProcessor
+from .processing_ivt import TEXT_INPUT_NAMES, IVTProcessor
 
 
 def minilm_dir() -> Path:
@@ -26,9 +26,12 @@ def minilm_dir() -> Path:
 def create_processor(image_size=(384, 128), max_length: int = 100, tokenizer_dir=None) -> IVTProcessor:
     """
     A fresh processor for a new model: bilinear resize to `image_size` (height, width), mean/std 0.5, and the uncased
-    BERT tokenizer from `tokenizer_dir` (default: the vocabulary from `minilm_dir()`).
+    BERT tokenizer from `tokenizer_dir` (default: the vocabulary from `minilm_dir()`). The tokenizer returns
+    no token type ids, so that pipelines, which call it alone, feed the model what the processor does.
     """
-    tokenizer = BertTokenizer.from_pretrained(str(tokenizer_dir or minilm_dir()), do_lower_case=True)
+    tokenizer = BertTokenizer.from_pretrained(
+        str(tokenizer_dir or minilm_dir()), do_lower_case=True, model_input_names=list(TEXT_INPUT_NAMES)
+    )
     tokenizer.model_max_length = IVTProcessor.max_text_positions
     height, width = image_size
     image_processor = ViTImageProcessorPil(

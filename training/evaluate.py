@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from accelerate import Accelerator  # noqa: E402
 from transformers import AutoModel, AutoProcessor  # noqa: E402
 
 import modeling_ivt  # noqa: E402,F401  (registers "ivt" with the Auto classes)
+from modeling_ivt.safe_io import write_text_atomic  # noqa: E402
 from training.metrics import METRIC_NAMES  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
 
@@ -38,11 +38,8 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write through a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    """Write atomically: a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def load_split(dataset_dir: str, split: str) -> datasets.Dataset:

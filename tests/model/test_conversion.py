@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from transformers import AutoModel, BertConfig, BertModel, ViTConfig, ViTModel
 
 from modeling_ivt import IVTConfig, create_processor, minilm_dir
-from modeling_ivt.conversion_utils import load_state_dict_file
+from modeling_ivt.conversion_utils import load_state_dict_file, resize_position_grid
 from modeling_ivt.convert_original_checkpoint import convert_original_checkpoint, convert_original_state_dict
 from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert, main as convert_vit_bert_main
 
@@ -197,3 +197,29 @@ def test_real_pretrained_minilm_as_the_text_side_of_a_384_wide_ivt(tmp_path, cap
     processor_saved = type(processor).from_pretrained(tmp_path / "ivt")
     ids = processor_saved(text=["a tall man in a navy raincoat"])["input_ids"][0].tolist()
     assert processor_saved.tokenizer.convert_ids_to_tokens(ids)[1:-1] == ["a", "tall", "man", "in", "a", "navy", "rain", "##coat"]
+
+
+def _clamped_source(index: int, old: int, new: int) -> float:
+    """Where output `index` samples the old axis under bilinear resizing with align_corners=False."""
+    return min(max((index + 0.5) * old / new - 0.5, 0.0), old - 1.0)
+
+
+@pytest.mark.parametrize("old_grid, new_grid", [((3, 2), (7, 5)), ((6, 4), (3, 2)), ((14, 14), (24, 8))])
+def test_position_grid_resize_of_a_plane_has_the_closed_form_values(old_grid, new_grid):
+    """Bilinear resizing reproduces a plane a * row + b * column + c at the (clamped) source coordinates."""
+    rows, columns = old_grid
+    cls_entry = torch.tensor([[[-7.0, 3.0, 0.5]]])
+    grid = torch.tensor(
+        [[100.0 * row + column, 2.0 * row - 5.0 * column, 1.0] for row in range(rows) for column in range(columns)]
+    )
+    embedding = torch.cat([cls_entry, grid[None]], dim=1)
+
+    resized = resize_position_grid(embedding, old_grid, new_grid)
+
+    expected = [cls_entry[0, 0].tolist()]
+    for new_row in range(new_grid[0]):
+        for new_column in range(new_grid[1]):
+            row = _clamped_source(new_row, rows, new_grid[0])
+            column = _clamped_source(new_column, columns, new_grid[1])
+            expected.append([100.0 * row + column, 2.0 * row - 5.0 * column, 1.0])
+    torch.testing.assert_close(resized, torch.tensor([expected]), rtol=1e-6, atol=1e-5)

@@ -7,12 +7,16 @@ import textwrap
 
 import torch
 
-LOAD_WITHOUT_PACKAGE = textwrap.dedent(
+WITHOUT_PACKAGE = textwrap.dedent(
     """
     import importlib.util, os, sys
     sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "modeling_ivt"))]
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in f.__module__.lower()]
     assert importlib.util.find_spec("modeling_ivt") is None, "the package must not be importable here"
+    """
+)
+LOAD_WITHOUT_PACKAGE = WITHOUT_PACKAGE + textwrap.dedent(
+    """
     import torch
     from PIL import Image
     from transformers import AutoModel, AutoProcessor
@@ -33,7 +37,11 @@ def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path, 
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_ivt.IVTConfig", "AutoModel": "modeling_ivt.IVTModel"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_ivt.IVTConfig",
+        "AutoModel": "modeling_ivt.IVTModel",
+        "AutoModelForZeroShotImageClassification": "modeling_ivt.IVTModel",
+    }
     assert {"configuration_ivt.py", "modeling_ivt.py", "processing_ivt.py"} <= {p.name for p in folder.iterdir()}
 
     result = tmp_path / "embeddings.pt"
