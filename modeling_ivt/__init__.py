@@ -15,11 +15,11 @@ from transformers import (
 from .configuration_irra import IRRAConfig, IRRATextConfig, IRRAVisionConfig
 from .configuration_ivt import IVTConfig
 from .defaults import (
-    bert_vocabulary_dir,
     clip_vocabulary_file,
     create_irra_processor,
     create_irra_tokenizer,
     create_processor,
+    minilm_dir,
 )
 from .image_processing_irra import IRRAImageProcessor
 from .modeling_irra import IRRAModel, IRRAOutput, IRRAPreTrainedModel, IRRATextModel, IRRAVisionModel
@@ -67,11 +67,11 @@ __all__ = [
     "IVTOutput",
     "IVTPreTrainedModel",
     "IVTProcessor",
-    "bert_vocabulary_dir",
     "clean_caption",
     "clip_vocabulary_file",
     "create_irra_processor",
     "create_irra_tokenizer",
     "cmpm_loss",
     "create_processor",
+    "minilm_dir",
 ]
