@@ -7,6 +7,9 @@ from huggingface_hub import CommitInfo, ModelCard, ModelCardData, create_repo, u
 
 logger = logging.getLogger(__name__)
 
+# The Hub task of every IVT card: the transformers pipeline that runs an IVT folder as it is (captions as labels).
+PIPELINE_TAG = "zero-shot-image-classification"
+
 USAGE = """```python
 import torch
 from transformers import AutoModel, AutoProcessor
@@ -42,7 +45,7 @@ def converted_model_card(config, source: str, repo_id: str, ignored: list[str]) 
     """Card of a model converted from the authors' checkpoint: provenance, sizes, usage, risks."""
     data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="feature-extraction",
+        pipeline_tag=PIPELINE_TAG,
         license="other",
         tags=["ivt", "text-based-person-retrieval", "person-search", "custom_code"],
     )

@@ -3,6 +3,8 @@
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
+
 
 class IVTProcessor(ProcessorMixin):
     r"""
@@ -57,7 +59,7 @@ class IVTProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self):
-        return ["input_ids", "attention_mask", "pixel_values"]
+        return [*TEXT_INPUT_NAMES, "pixel_values"]
 
 
 __all__ = ["IVTProcessor"]

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 
 from dataset_scripts.generate import ensure_generated_benchmark
+from modeling_ivt.safe_io import write_text_atomic
 
 from .config import TrainingConfig
 
@@ -269,9 +270,7 @@ def prepare_output_dir(config: TrainingConfig, accelerator) -> Path:
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(payload, indent=2))
 
 
 def tracker_config(config: TrainingConfig) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from modeling_ivt.hub_utils import RISKS, USAGE
+from modeling_ivt.hub_utils import PIPELINE_TAG, RISKS, USAGE
 
 from .config import TrainingConfig
 
@@ -55,7 +55,7 @@ def _metadata(config: TrainingConfig, dataset_name: str, model_name: str, test_m
         base_model = config.init
     return ModelCardData(
         library_name="transformers",
-        pipeline_tag="feature-extraction",
+        pipeline_tag=PIPELINE_TAG,
         license="apache-2.0",
         tags=["ivt", "text-based-person-retrieval", "person-search", "custom_code"],
         datasets=[dataset_name],
