@@ -1,5 +1,9 @@
 """Every way of pushing a model leaves the project's model card on the Hub, never transformers' blank template."""
 
+import os
+import re
+import socket
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -10,7 +14,9 @@ from modeling_ivt.hub_utils import PROJECT_TAG, converted_model_card
 from tests.model.conftest import TINY_IMAGE_SIZE, tiny_config
 from tests.model.test_remote_code import WITHOUT_PACKAGE
 
-from .conftest import run_against
+from .conftest import REPO_ROOT, run_against
+
+README = REPO_ROOT / "README.md"
 BLANK_CARD = "Model Card for Model ID"
 
 
@@ -67,3 +73,31 @@ def test_push_from_a_folder_loaded_with_remote_code_keeps_the_card(hub, tmp_path
         model.push_to_hub("local-user/remote-code")
     """))
     assert hub_card(hub, "local-user/remote-code") == card
+
+
+def test_readme_hub_section_works_as_pasted(tmp_path):
+    """The README's commands, run by bash as written (only the port is a free one), push the main job's folder."""
+    section = README.read_text(encoding="utf-8").split("## Sharing on the Hub", 1)[1].split("\n## ", 1)[0]
+    commands = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
+    folder = re.search(r"push_folder_to_hub\('([^']+)'", commands).group(1)
+    repo = re.search(r"push_folder_to_hub\('[^']+', '([^']+)'", commands).group(1)
+    card = saved_model_with_card(tmp_path / folder)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE") and not k.startswith("HF_")}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), PYTHONPATH=str(REPO_ROOT))
+    server, rest = commands.replace("8080", port).split("\n", 1)
+    script = f"{server}\ntrap 'kill $!' EXIT\n{rest}"
+    result = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "32", result.stdout
+
+    from local_hub.server import HubStore
+
+    store = HubStore(tmp_path / "hub-storage")
+    history = store.repos[store.key("model", repo)]
+    files = history["commits"][history["branches"]["main"]]["files"]
+    assert store.read_blob(files["README.md"]["sha256"]).decode() == card
