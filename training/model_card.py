@@ -101,7 +101,8 @@ def build_model_card(
         selection = "as the last epoch (no validation split); the test split was evaluated once"
     schedule = (
         f"linear warm-up from {config.warmup_start_lr} over {config.warmup_epochs} epoch(s), cosine to "
-        f"{config.min_lr}, updated every {config.schedule_unit}"
+        f"{config.min_lr} {'after the warm-up' if config.warmup_prefix else 'from epoch 0 (warm-up overriding its start)'}"
+        f", updated every {config.schedule_unit}"
     )
     augmentation = (
         f"bicubic resize, pad {config.pad}, random crop, flip {config.flip_prob}, random erasing {config.erasing_prob}; "
