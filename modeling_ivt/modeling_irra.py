@@ -18,6 +18,7 @@ from transformers.models.clip.modeling_clip import (
 from transformers.utils import ModelOutput
 
 from .configuration_irra import IRRAConfig, IRRATextConfig, IRRAVisionConfig
+from .hub_utils import ProjectCardPushMixin
 
 
 @dataclass
@@ -82,7 +83,7 @@ class IRRAVisionEmbeddings(nn.Module):
         return embeddings + self.position_embedding(self.position_ids).to(patches.dtype)
 
 
-class IRRAPreTrainedModel(PreTrainedModel):
+class IRRAPreTrainedModel(ProjectCardPushMixin, PreTrainedModel):
     config: IRRAConfig
     config_class = IRRAConfig
     base_model_prefix = "irra"

@@ -15,6 +15,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_ivt import IVTConfig
+from .hub_utils import ProjectCardPushMixin
 
 
 @dataclass
@@ -292,7 +293,7 @@ class IVTEncoder(nn.Module):
         return hidden_states
 
 
-class IVTPreTrainedModel(PreTrainedModel):
+class IVTPreTrainedModel(ProjectCardPushMixin, PreTrainedModel):
     config: IVTConfig
     config_class = IVTConfig
     base_model_prefix = "ivt"
