@@ -40,14 +40,26 @@ MUTANTS = [
     ),
     Mutant(
         "gathered-cmpm-never-gathers", "loss", "option ignored", "training/loss.py",
-        "if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:",
-        "if False:",
+        """
+        if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            image_features = _gather_with_grad(image_features)
+        """,
+        """
+        if False:
+            image_features = _gather_with_grad(image_features)
+        """,
         DISTRIBUTED_RUN_TESTS,
     ),
     Mutant(
         "local-loss-ignored", "loss", "option ignored", "training/loss.py",
-        "if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:",
-        "if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:",
+        """
+        if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            image_features = _gather_with_grad(image_features)
+        """,
+        """
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            image_features = _gather_with_grad(image_features)
+        """,
         DISTRIBUTED_RUN_TESTS,
     ),
     Mutant(
