@@ -171,3 +171,48 @@ class ProjectCardPushMixin:
             )
         logger.info("pushed %s to %s (commit %s)", type(self).__name__, repo_id, info.oid)
         return info
+
+
+def irra_model_card(
+    config, checkpoint_name: str, repo_id: str, ignored: list[str], source: str | None, license: str
+) -> ModelCard:
+    """Card of an IRRA-family model converted from its authors' checkpoint: provenance, licence, sizes, usage, risks."""
+    data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAG,
+        license=license,
+        tags=["irra", "clip", *TAGS],
+    )
+    vision, text = config.vision_config, config.text_config
+    modules = sorted({key.split(".", 1)[0] for key in ignored})
+    origin = f"obtained from {source}" if source else "whose origin was not recorded at conversion"
+    text_block = f"""---
+{data.to_yaml()}
+---
+
+# IRRA-family model converted from `{checkpoint_name}`
+
+The inference model of IRRA (Jiang & Ye, *Cross-Modal Implicit Relation Reasoning and Aligning for Text-to-Image
+Person Retrieval*, CVPR 2023), a CLIP dual encoder for pedestrian crops, converted with
+`python -m modeling_ivt.convert_irra_checkpoint` from the checkpoint `{checkpoint_name}`, {origin}. The weights are
+those of that checkpoint, unchanged (stored as {str(config.dtype or "float32").removeprefix("torch.")}).
+
+**Licence:** `{license}`, the licence under which the checkpoint's authors released it (IRRA's own code and released
+files are under the MIT licence; the images of the benchmark it was trained on come with their own, usually
+research-only, terms). Check both before using or sharing the model.
+
+Image tower: ViT with {vision.num_hidden_layers} layers of width {vision.hidden_size}, {vision.patch_size}-pixel patches with
+stride {vision.patch_stride} on {vision.image_size[0]} x {vision.image_size[1]} images ({vision.patch_grid[0]} x
+{vision.patch_grid[1]} patches). Text tower: {text.num_hidden_layers} causal layers of width {text.hidden_size}, CLIP's BPE vocabulary
+({text.vocab_size} tokens), {text.max_position_embeddings} positions. Shared embedding: {config.projection_dim}. Not carried over
+(training-only): {", ".join(modules) or "nothing"}.
+
+## Usage
+
+{USAGE.format(repo=repo_id)}
+
+## Limitations and risks
+
+{RISKS}
+"""
+    return ModelCard(text_block)
