@@ -4,7 +4,7 @@
 
 In a Hugging Face Space folder made by `python -m demo.build_space` it runs as `python app.py` and reads the same
 settings from the environment: IVT_INDEX (default: `index` next to this file), IVT_MODEL (default: `model` next to
-this file if present, else the model recorded in the index), IVT_TOP_K, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
+this file if present, else the model recorded in the index), IVT_TOP_K, IVT_BF16 (1: bfloat16 weights), GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import gradio as gr
 import torch
 
 from ivt_search import GalleryIndex, read_index_metadata
-from ivt_search.__main__ import load_model_and_processor
+from ivt_search.__main__ import BF16_HELP
+from modeling_ivt.inference import load_for_inference
 
 EXAMPLES = [
     "A woman in a red coat and black trousers, carrying a white handbag.",
@@ -31,13 +32,13 @@ EXAMPLES = [
 HERE = Path(__file__).resolve().parent
 
 
-def load_gallery_index(index_dir: str | os.PathLike, model: str | None = None) -> GalleryIndex:
+def load_gallery_index(index_dir: str | os.PathLike, model: str | None = None, bf16: bool = False) -> GalleryIndex:
     """The index at `index_dir` with its model: `model`, else a `model` folder next to this file, else the one
-    recorded in the index."""
+    recorded in the index (with bfloat16 weights if `bf16`)."""
     if model is None and (HERE / "model" / "config.json").is_file():
         model = str(HERE / "model")
     model_name = model or read_index_metadata(index_dir)["model"]["name_or_path"]
-    ivt, processor = load_model_and_processor(model_name, "cuda" if torch.cuda.is_available() else "cpu")
+    ivt, processor = load_for_inference(model_name, bf16=bf16, device="cuda" if torch.cuda.is_available() else "cpu")
     return GalleryIndex.open(index_dir, ivt, processor)
 
 
@@ -81,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default=os.environ.get("IVT_MODEL"), help="a saved IVT folder or a Hub repository id"
     )
     parser.add_argument("--top-k", type=int, default=int(os.environ.get("IVT_TOP_K", "10")))
+    parser.add_argument("--bf16", action="store_true", default=os.environ.get("IVT_BF16") == "1", help=BF16_HELP)
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args(argv)
-    demo = build_demo(load_gallery_index(args.index, args.model), top_k=args.top_k)
+    demo = build_demo(load_gallery_index(args.index, args.model, bf16=args.bf16), top_k=args.top_k)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False)
     return 0
 
