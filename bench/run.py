@@ -12,7 +12,6 @@ job's time to its final metrics. All ratios come from one run on one machine.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from modeling_ivt.cli import CommandParser
+from modeling_ivt.safe_io import write_text_atomic
 from training.metrics import DEFAULT_CHUNK_SIZE
 
 from .evaluation_scale import measure_evaluation
@@ -287,15 +288,12 @@ def format_report(report: dict) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    """Write atomically (a reader never sees half a file)."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a few seconds, for a smoke test")
     parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"), help="JSON report path")
     parser.add_argument(

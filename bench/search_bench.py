@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import faiss
 import torch
 
 from ivt_search.index import build_faiss_index, exact_top_k
+from modeling_ivt.cli import CommandParser
+from modeling_ivt.safe_io import write_text_atomic
 
 
 def synthetic_gallery(
@@ -143,7 +143,7 @@ def _parse_method(text: str) -> tuple[str, dict[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.search_bench", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m bench.search_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--dim", type=int, default=768, help="embedding width (768 = IVT base)")
     parser.add_argument("--images-per-person", type=int, default=4)
@@ -198,11 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "text_encoder_single_caption_ms": text_ms,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    partial.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    os.replace(partial, output)
+    output = write_text_atomic(args.output, json.dumps(report, indent=1))
     print(f"-> {output}")
     return 0
 

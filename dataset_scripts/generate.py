@@ -27,7 +27,6 @@ sizes, seed and difficulty reuses OUTPUT_DIR).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import json
@@ -46,7 +45,10 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
-from .build import build_benchmark, format_counts_table, replace_directory, split_counts
+from modeling_ivt.cli import CommandParser
+from modeling_ivt.safe_io import replace_path, write_text_atomic
+
+from .build import build_benchmark, format_counts_table, split_counts
 
 
 logger = logging.getLogger(__name__)
@@ -786,9 +788,7 @@ def generate_raw(
     else:
         records = [_render_job(job) for job in tqdm(jobs, **progress)]
     annotation_file = raw_root / "reid_raw.json"
-    partial = annotation_file.with_suffix(".json.partial")
-    partial.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, annotation_file)
+    write_text_atomic(annotation_file, json.dumps(records, ensure_ascii=False))
     return annotation_file
 
 
@@ -881,12 +881,12 @@ def ensure_generated_benchmark(
             del built
             (workspace / "built" / "README.md").write_text(card, encoding="utf-8")
             (workspace / "built" / GENERATION_INFO_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
-            replace_directory(workspace / "built", output_dir, overwrite=True)
+            replace_path(workspace / "built", output_dir)
     return datasets.load_from_disk(str(output_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dataset_scripts.generate", description=f"Generate and build {BENCHMARK_NAME} (cached)."
     )
     parser.add_argument("output_dir")

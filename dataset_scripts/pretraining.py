@@ -21,7 +21,6 @@ the usable pairs (and with `--output` saves them as a Hugging Face dataset).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -35,7 +34,8 @@ import datasets
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .build import replace_directory
+from modeling_ivt.cli import CommandParser
+from modeling_ivt.safe_io import replace_path
 
 
 logger = logging.getLogger(__name__)
@@ -224,12 +224,12 @@ def save_pairs(corpus: PairCorpus, output_dir: str | os.PathLike, overwrite: boo
         )
         dataset.save_to_disk(str(Path(staging) / "pairs"))
         del dataset
-        replace_directory(Path(staging) / "pairs", output_dir, overwrite)
+        replace_path(Path(staging) / "pairs", output_dir, overwrite)
     return datasets.load_from_disk(str(output_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dataset_scripts.pretraining", description="Read an image-caption corpus as pairs."
     )
     parser.add_argument(

@@ -10,7 +10,6 @@ is downloaded.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -21,6 +20,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from modeling_ivt.cli import CommandParser
+from modeling_ivt.safe_io import atomic_output
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -131,16 +133,15 @@ def capture_search(
                 timeout=timeout_s * 1000,
             )
             count, text = images.count(), page.locator("#results").inner_text()
-            partial = output.with_name(f".{output.name}.partial.png")
-            page.screenshot(path=str(partial), full_page=True)
-            os.replace(partial, output)
+            with atomic_output(output) as partial:
+                page.screenshot(path=str(partial), full_page=True, type="png")
         finally:
             browser.close()
     return count, text
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.screenshot", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m demo.screenshot", description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", help="an index folder (default: the app's own, e.g. in a Space folder)")
     parser.add_argument("--model", help="default: the model recorded in the index")
     parser.add_argument("--app-dir", help="a Space folder made by demo.build_space (default: this repository's demo/)")

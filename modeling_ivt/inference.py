@@ -1,4 +1,4 @@
-"""Loading a retrieval model for inference, in float32 or with bfloat16 weights.
+"""Inference precision: float32, or bfloat16 weights where the hardware multiplies bf16 natively.
 
 bfloat16 weights (not autocast) are what make CPU inference fast: every matrix product runs on the CPU's bf16 units
 (AVX512-BF16 or AMX) with no per-call casts, at about 3x float32 on such CPUs. CPUs without native bf16 emulate it and
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 import torch
-from transformers import AutoModel, AutoProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +45,4 @@ def inference_dtype(bf16: bool, device: str | torch.device = "cpu") -> torch.dty
     return torch.bfloat16
 
 
-def load_for_inference(
-    model_name_or_path: str, *, bf16: bool = False, device: str | torch.device = "cpu", revision: str | None = None
-):
-    """A retrieval model in eval mode on `device` (float32, or bfloat16 weights with `bf16`) and its processor."""
-    dtype = inference_dtype(bf16, device)
-    model = AutoModel.from_pretrained(model_name_or_path, revision=revision, trust_remote_code=True, dtype=dtype)
-    processor = AutoProcessor.from_pretrained(model_name_or_path, revision=revision, trust_remote_code=True)
-    return model.to(device).eval(), processor
-
-
-__all__ = ["cpu_has_native_bf16", "inference_dtype", "load_for_inference"]
+__all__ = ["NATIVE_BF16_CPU_FLAGS", "cpu_has_native_bf16", "inference_dtype"]

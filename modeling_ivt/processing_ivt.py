@@ -3,8 +3,12 @@
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .hub_utils import ProjectCardPushMixin
 
-class IVTProcessor(ProcessorMixin):
+TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
+
+
+class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
     `max_length` tokens (100 by default; never more than the model's 512 text positions); images are converted to RGB,
@@ -57,7 +61,7 @@ class IVTProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self):
-        return ["input_ids", "attention_mask", "pixel_values"]
+        return [*TEXT_INPUT_NAMES, "pixel_values"]
 
 
 __all__ = ["IVTProcessor"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -22,8 +21,13 @@ if __package__ in (None, ""):
 import datasets  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
-import modeling_ivt  # noqa: E402,F401  (registers "ivt" with the Auto classes)
-from modeling_ivt.inference import load_for_inference  # noqa: E402
+from modeling_ivt.cli import CommandParser  # noqa: E402
+from modeling_ivt.loading import (  # noqa: E402
+    add_bf16_argument,
+    add_trust_remote_code_argument,
+    load_model_and_processor,
+)
+from modeling_ivt.safe_io import write_text_atomic  # noqa: E402
 from training.metrics import METRIC_NAMES  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
 
@@ -37,11 +41,8 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write through a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    """Write atomically: a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
@@ -55,7 +56,7 @@ def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python training/evaluate.py",
         description="Text-to-image retrieval metrics of an IVT model on a built benchmark split (IRRA's protocol).",
     )
@@ -65,11 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the metrics and run details to this JSON file")
     parser.add_argument("--batch-size", type=int, default=64, help="captions or images embedded at once")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
-    parser.add_argument(
-        "--bf16",
-        action="store_true",
-        help="load the weights in bfloat16: about 3x faster on GPUs and CPUs with native bf16",
-    )
+    add_bf16_argument(parser)
+    add_trust_remote_code_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -77,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     accelerator = Accelerator()
     split_ds = load_split(args.dataset, args.split)
-    model, processor = load_for_inference(
-        args.model, bf16=args.bf16, device=accelerator.device, revision=args.revision
+    model, processor = load_model_and_processor(
+        args.model, accelerator.device, trust_remote_code=args.trust_remote_code, revision=args.revision, bf16=args.bf16
     )
     metrics = evaluate_split(model, processor, split_ds, batch_size=args.batch_size, accelerator=accelerator)
     if not accelerator.is_main_process:
