@@ -11,7 +11,7 @@ from transformers import (
 )
 
 from .configuration_ivt import IVTConfig
-from .defaults import bert_vocabulary_dir, create_processor
+from .defaults import create_processor, minilm_dir
 from .modeling_ivt import IVTModel, IVTOutput, IVTPreTrainedModel, cmpm_loss
 from .modeling_ivt_pretraining import IVTForPreTraining, IVTForPreTrainingOutput
 from .processing_ivt import IVTProcessor
@@ -34,7 +34,7 @@ __all__ = [
     "IVTOutput",
     "IVTPreTrainedModel",
     "IVTProcessor",
-    "bert_vocabulary_dir",
     "cmpm_loss",
     "create_processor",
+    "minilm_dir",
 ]

@@ -142,8 +142,9 @@ class TrainingConfig:
     fusion_num_hidden_layers: int = _option(6, "pre-training: fusion encoder layers (cross-attention to the image)")
     fusion_init: str | None = _option(
         None,
-        "pre-training: BERT weights for the fusion layers (the last N layers; folder, file or 'minilm'); null: the "
-        "BERT of the encoder's text side (minilm for init=minilm, --bert_path for init=vit_bert), else random",
+        "pre-training: BERT with its MLM head (BertForMaskedLM / BertForPreTraining folder or file) whose layers\n"
+        "0..N-1 initialise the fusion layers and whose cls.predictions the MLM head, as released; null: --bert_path\n"
+        "with init=vit_bert, else random",
     )
     itc_loss_weight: float = _option(1.0, "pre-training: weight of the image-text contrastive loss")
     itm_loss_weight: float = _option(1.0, "pre-training: weight of the image-text matching loss (hard negatives)")
