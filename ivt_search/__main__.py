@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor
-from modeling_ivt.safe_io import atomic_output
+from modeling_ivt.image_utils import MAX_IMAGE_PIXELS
+from modeling_ivt.safe_io import atomic_output, check_replaceable
 
-from .index import GalleryIndex, ModelMismatchError, read_index_metadata
+from .index import INDEX_FILE, GalleryIndex, ModelMismatchError, read_index_metadata
 from .picture import RankedQuery, render_ranked_results
 
 
@@ -43,15 +44,23 @@ def _open_index(args: argparse.Namespace) -> GalleryIndex:
     model_name = args.model or read_index_metadata(args.index_dir)["model"]["name_or_path"]
     model, processor = load_model_and_processor(model_name, args.device, trust_remote_code=args.trust_remote_code)
     return GalleryIndex.open(
-        args.index_dir, model, processor, batch_size=getattr(args, "batch_size", 32), bf16=getattr(args, "bf16", False)
+        args.index_dir,
+        model,
+        processor,
+        batch_size=getattr(args, "batch_size", 32),
+        bf16=getattr(args, "bf16", False),
+        max_image_pixels=args.max_image_pixels,
     )
 
 
 def command_index(args: argparse.Namespace) -> int:
     if Path(args.index_dir).exists() and not args.overwrite:
         raise FileExistsError(f"{args.index_dir} exists: use `add` to extend it, or --overwrite to replace it")
+    check_replaceable(args.index_dir, INDEX_FILE, inputs=[args.images or args.dataset], what="index folder")
     model, processor = load_model_and_processor(args.model, args.device, trust_remote_code=args.trust_remote_code)
-    index = GalleryIndex(model, processor, batch_size=args.batch_size, bf16=args.bf16)
+    index = GalleryIndex(
+        model, processor, batch_size=args.batch_size, bf16=args.bf16, max_image_pixels=args.max_image_pixels
+    )
     _add_images(index, args)
     index.save(args.index_dir)
     print(f"indexed {len(index)} images with {index.model_name} -> {args.index_dir}")
@@ -140,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (index, add, query):
         command.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
         add_trust_remote_code_argument(command)
+        command.add_argument(
+            "--max-image-pixels",
+            type=int,
+            default=MAX_IMAGE_PIXELS,
+            help="refuse image files with more pixels (width x height, read before decoding); 0: no limit",
+        )
     return parser
 
 

@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from modeling_ivt.image_utils import ImageTooLargeError, check_image_pixels, open_image
 from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, recover_replaced, resolve_inside
 from training.retrieval import embed_captions, embed_images
 
@@ -87,12 +88,16 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"image {path} cannot be decoded: {error}") from error
+def check_image_files(paths: list[Path], max_pixels: int | None) -> None:
+    """Refuse a file whose header declares more than `max_pixels` (nothing is decoded; unreadable files pass here)."""
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                check_image_pixels(image, path, max_pixels)
+        except Image.DecompressionBombError as error:
+            raise ImageTooLargeError(f"image {path} is too large to decode safely: {error}") from None
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            continue
 
 
 def _person_id_from_folder(path: Path) -> int:
@@ -127,15 +132,18 @@ class GalleryIndex:
         processor ([`IVTProcessor`]): its processor.
         batch_size (`int`, *optional*, defaults to 32): images or captions per forward pass.
         bf16 (`bool`, *optional*, defaults to `False`): run the encoder under bfloat16 autocast (embeddings stay float32).
+        max_image_pixels (`int`, *optional*): refuse image files with more pixels, read from their header before
+            decoding (default `modeling_ivt.safe_io.MAX_IMAGE_PIXELS`; 0 for no limit).
     """
 
-    def __init__(self, model, processor, batch_size: int = 32, bf16: bool = False):
+    def __init__(self, model, processor, batch_size: int = 32, bf16: bool = False, max_image_pixels: int | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
         self.bf16 = bf16
+        self.max_image_pixels = max_image_pixels
         self.fingerprint = model_fingerprint(model, processor)
         self.image_embeds = torch.empty(0, model.config.hidden_size)
         self.sources: list[dict] = []
@@ -209,11 +217,12 @@ class GalleryIndex:
         images = datasets.Dataset.from_dict({"image": [str(path) for path in files]}).cast_column(
             "image", datasets.Image(mode="RGB")
         )
+        check_image_files(files, self.max_image_pixels)
         try:
             embeds = self._embed_images(images)
         except (OSError, SyntaxError, ValueError):
             for path in files:
-                _open_rgb(path)
+                open_image(path, self.max_image_pixels)
             raise
         self._append(source, new_images, embeds)
         logger.info("added %d images from %s (%d already indexed)", len(files), folder, len(known))
@@ -254,7 +263,7 @@ class GalleryIndex:
         source_id = image["source"]
         source = self.sources[source_id]
         if source["type"] == "folder":
-            return _open_rgb(resolve_inside(source["root"], image["path"], what="image path"))
+            return open_image(resolve_inside(source["root"], image["path"], what="image path"), self.max_image_pixels)
         if source_id not in self._datasets:
             self._datasets[source_id] = _load_split(source["path"], source["split"]).select_columns(["image"])
         if image["row"] >= len(self._datasets[source_id]):
@@ -336,11 +345,19 @@ class GalleryIndex:
         return index_dir
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, model, processor, batch_size: int = 32, bf16: bool = False):
+    def open(
+        cls,
+        index_dir: str | os.PathLike,
+        model,
+        processor,
+        batch_size: int = 32,
+        bf16: bool = False,
+        max_image_pixels: int | None = None,
+    ):
         """Reopen a saved index for `model`; raises `ModelMismatchError` if it was built with another model."""
         index_dir = Path(index_dir)
         metadata = read_index_metadata(index_dir)
-        index = cls(model, processor, batch_size=batch_size, bf16=bf16)
+        index = cls(model, processor, batch_size=batch_size, bf16=bf16, max_image_pixels=max_image_pixels)
         built_with = metadata["model"]
         if built_with["fingerprint"] != index.fingerprint:
             raise ModelMismatchError(

@@ -41,7 +41,10 @@ def _numbered(checkpoints_dir: Path) -> list[tuple[int, Path]]:
 
 
 def incompleteness(checkpoint: Path) -> str | None:
-    """Why `checkpoint` cannot be resumed from (no marker, a listed file missing or of another size), or None."""
+    """
+    Why `checkpoint` cannot be resumed from (no marker, a listed file missing or of another size, a file added since),
+    or None.
+    """
     marker = checkpoint / COMPLETE_MARKER
     if not marker.is_file():
         return f"no {COMPLETE_MARKER} (its writing was interrupted)"
@@ -56,6 +59,12 @@ def incompleteness(checkpoint: Path) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != size:
             return f"{name} is {path.stat().st_size} bytes, {size} when the checkpoint was written"
+    added = sorted(
+        path.relative_to(checkpoint).as_posix() for path in checkpoint.rglob("*") if path.is_file()
+    )
+    added = [name for name in added if name not in sizes and name != COMPLETE_MARKER]
+    if added:
+        return f"{', '.join(added)} appeared after the checkpoint was written"
     return None
 
 
