@@ -18,9 +18,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
 from .cli import CommandParser
+from .loading import add_trust_remote_code_argument, load_model_and_processor
 from .safe_io import atomic_output, check_replaceable
 
 logger = logging.getLogger(__name__)
@@ -55,8 +57,6 @@ class TextEncoder(nn.Module):
 
 def _example_inputs(model, processor) -> tuple[dict, dict]:
     """A batch of two images and two captions of different lengths (so the export sees padding)."""
-    from PIL import Image
-
     height, width = model.config.image_size
     images = [Image.new("RGB", (width, height), (200, 40, 40)), Image.new("RGB", (width // 2, height), (30, 60, 190))]
     captions = ["a woman in a red coat", "a man with short black hair wearing a blue shirt, grey shorts and a backpack"]
@@ -147,20 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, type=Path, help="folder for the two graphs and the processor")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset version")
     parser.add_argument("--overwrite", action="store_true", help="replace an output folder this command wrote")
+    add_trust_remote_code_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from transformers import AutoModel, AutoProcessor
-
-    from . import IVTModel
-
     try:
         if args.output.exists() and not args.overwrite:
             raise FileExistsError(f"{args.output} exists: pass --overwrite to replace it, or choose another --output")
         check_replaceable(args.output, EXPORT_FILE, inputs=[args.model], what="--output")
-        model = AutoModel.from_pretrained(args.model, trust_remote_code=True, dtype=torch.float32)
-        if not isinstance(model, IVTModel):
-            raise ValueError(f"--model {args.model} is a {type(model).__name__}, not an IVTModel dual encoder")
-        processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+        model, processor = load_model_and_processor(args.model, trust_remote_code=args.trust_remote_code)
         report = export_onnx(model, processor, args.output, opset=args.opset)
     except (FileExistsError, OSError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -118,10 +118,18 @@ class TrainingConfig:
     num_epochs: int = _option(120, "training epochs")
     max_train_steps: int | None = _option(None, "stop after this many optimiser steps (null: num_epochs)")
     warmup_epochs: float = _option(5.0, "linear warm-up length in epochs")
-    warmup_start_lr: float = _option(5e-5, "learning rate at the start of the warm-up")
-    min_lr: float = _option(1e-5, "learning rate at the end of the cosine decay")
+    warmup_start_lr: float = _option(5e-5, "learning rate at the start of the warm-up (the same for every group)")
+    min_lr: float = _option(1e-5, "learning rate at the end of the cosine decay (the same for every group)")
     schedule_unit: str = _option(
         "epoch", "epoch: the rate changes once per epoch (as released); step: every optimiser step", ("epoch", "step")
+    )
+    warmup_prefix: bool = _option(
+        False,
+        "false: the cosine runs from epoch 0 and the warm-up overrides its first epochs, reaching min_lr at the last\n"
+        "epoch (as released, timm's CosineLRScheduler); true: the cosine starts after the warm-up",
+    )
+    first_epoch: int = _option(
+        0, "schedule epoch of the first trained epoch: 1 in the released CUHK-PEDES loop (epochs 1..120), 0 elsewhere"
     )
     gradient_accumulation_steps: int = _option(1, "batches per optimiser step")
     max_grad_norm: float | None = _option(None, "clip the gradient norm (null: no clipping, as released)")
