@@ -35,8 +35,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from modeling_ivt.safe_io import atomic_output, write_text_atomic
-
 logger = logging.getLogger(__name__)
 
 USER = "local-user"
@@ -51,6 +49,14 @@ MAX_REQUEST_BYTES = 64 << 20
 MAX_UPLOAD_BYTES = 5 << 30
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 CHUNK_BYTES = 1 << 20
+
+
+def _safe_io():
+    """The project's atomic writes, imported at the first write: importing `modeling_ivt` loads transformers, which
+    takes seconds, and the server must listen at once (clients started right after it must find it)."""
+    from modeling_ivt import safe_io
+
+    return safe_io
 
 
 def repo_id_problem(repo_id: str) -> str | None:
@@ -148,7 +154,7 @@ class HubStore:
         if self.state_file.exists():
             self.previous_state_file.unlink(missing_ok=True)
             os.link(self.state_file, self.previous_state_file)
-        write_text_atomic(self.state_file, json.dumps({"repos": self.repos}))
+        _safe_io().write_text_atomic(self.state_file, json.dumps({"repos": self.repos}))
 
     @staticmethod
     def key(repo_type: str, repo_id: str) -> str:
@@ -157,14 +163,14 @@ class HubStore:
     def put_blob(self, content: bytes) -> str:
         digest = hashlib.sha256(content).hexdigest()
         if not (self.blobs / digest).exists():
-            with atomic_output(self.blobs / digest) as staged:
+            with _safe_io().atomic_output(self.blobs / digest) as staged:
                 staged.write_bytes(content)
         return digest
 
     def put_blob_stream(self, stream, size: int, sha256: str) -> None:
         """Copy `size` bytes from `stream` to the blob `sha256` in chunks, checking the hash before keeping it."""
         digest = hashlib.sha256()
-        with atomic_output(self.blobs / sha256) as staged:
+        with _safe_io().atomic_output(self.blobs / sha256) as staged:
             with open(staged, "wb") as blob:
                 remaining = size
                 while remaining:

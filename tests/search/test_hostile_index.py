@@ -148,7 +148,6 @@ KILLED_SAVE = textwrap.dedent(
     import os, sys
     from modeling_ivt import safe_io
     from modeling_ivt.loading import load_model_and_processor
-from tests.reliability.crafted import png_claiming
     from ivt_search.index import GalleryIndex
 
     index_dir, model_dir, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
