@@ -27,7 +27,6 @@ sizes, seed and difficulty reuses OUTPUT_DIR).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import json
@@ -46,6 +45,7 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.safe_io import replace_path, write_text_atomic
 
 from .build import build_benchmark, format_counts_table, split_counts
@@ -886,7 +886,7 @@ def ensure_generated_benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dataset_scripts.generate", description=f"Generate and build {BENCHMARK_NAME} (cached)."
     )
     parser.add_argument("output_dir")

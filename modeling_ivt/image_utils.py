@@ -32,6 +32,18 @@ def check_image_pixels(image: Image.Image, source, max_pixels: int | None = None
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
 
 
+def check_image_file(path: str | os.PathLike, max_pixels: int | None = None) -> None:
+    """Refuse the file at `path` if its header declares more than `max_pixels`; reads the header only, and leaves
+    unreadable files to whoever decodes them."""
+    try:
+        with Image.open(path) as image:
+            check_image_pixels(image, path, max_pixels)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"image {path} is too large to decode safely: {error}") from None
+    except (OSError, SyntaxError):
+        return
+
+
 def open_image(path: str | os.PathLike, max_pixels: int | None = None, mode: str | None = "RGB") -> Image.Image:
     """
     Open and decode the image file at `path` (converted to `mode`), checking its size against `max_pixels` first;
@@ -52,4 +64,4 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = None, mode: str
         raise ValueError(f"image {path} cannot be decoded: {error}") from None
 
 
-__all__ = ["ImageTooLargeError", "MAX_IMAGE_PIXELS", "check_image_pixels", "open_image"]
+__all__ = ["ImageTooLargeError", "MAX_IMAGE_PIXELS", "check_image_file", "check_image_pixels", "open_image"]

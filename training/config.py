@@ -99,6 +99,15 @@ class TrainingConfig:
         "(one comma/period chunk, as the released ICFG-PEDES and RSTPReid recipes)",
         choices=("attributes", "chunk"),
     )
+    train_caption_words: int | None = _option(
+        None,
+        "training captions with more words than this (counted as the released loaders count them) are cut to it\n"
+        "(long_train_captions: cut, the released ICFG-PEDES loader) or left out (drop, the released RSTPReid\n"
+        "loader); evaluation always uses whole captions. null: no limit",
+    )
+    long_train_captions: str = _option(
+        "cut", "what train_caption_words does to a longer training caption: cut or drop", ("cut", "drop")
+    )
     local_loss: bool = _option(False, "CMPM per process as released, instead of over features gathered from all")
 
     # Augmentation (spec section 6), drawn independently for each view
@@ -166,6 +175,9 @@ class TrainingConfig:
     mlm_probability: float = _option(0.25, "pre-training: share of caption tokens masked (whole words)")
     mlm_max_masked_tokens: int = _option(8, "pre-training: at most this many masked tokens per caption")
     max_caption_words: int = _option(50, "pre-training: captions are cut to this many words")
+    max_caption_tokens: int = _option(
+        50, "pre-training: [CLS] plus at most this many - 1 caption tokens, no [SEP], as released"
+    )
 
     # Evaluation, checkpoints, logging
     eval_every_epochs: int = _option(1, "evaluate on the validation split every N epochs (and after the last)")
@@ -205,7 +217,7 @@ class TrainingConfig:
             raise ValueError(f"checkpoints_total_limit must be at least 1 or null, got {self.checkpoints_total_limit}")
         if self.eval_every_epochs < 1:
             raise ValueError(f"eval_every_epochs must be at least 1, got {self.eval_every_epochs}")
-        for name in ("optimizer", "word_level", "schedule_unit", "mixed_precision"):
+        for name in ("optimizer", "word_level", "schedule_unit", "mixed_precision", "long_train_captions"):
             choices = next(f for f in dataclasses.fields(self) if f.name == name).metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")

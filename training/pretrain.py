@@ -249,7 +249,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         augmentation,
         masking,
         max_words=config.max_caption_words,
-        max_length=config.max_text_length,
+        max_length=config.max_caption_tokens,
         mla=config.mla,
         word_max_phrases=config.word_max_phrases,
         word_mode=config.word_level,

@@ -192,10 +192,14 @@ def test_a_huge_image_in_a_gallery_folder_is_refused_before_decoding(model_dir, 
     gallery = tmp_path / "gallery"
     shutil.copytree(photo_dir, gallery)
     png_claiming(gallery / "camera" / "huge.png", 8000, 6000)
-    assert main(["index", str(tmp_path / "index"), "--model", str(model_dir), "--images", str(gallery)]) == 2
+    command = ["index", str(tmp_path / "index"), "--model", str(model_dir), "--images", str(gallery)]
+    assert main([*command, "--strict"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "huge.png is 8000 x 6000 = 48,000,000 pixels" in error and "--max-image-pixels" in error
     assert not (tmp_path / "index").exists()
+    assert main(command) == 0  # without --strict it is skipped and named, like any unreadable file
+    assert "huge.png: is 8000 x 6000 = 48,000,000 pixels" in capsys.readouterr().err
+    assert read_index_metadata(tmp_path / "index")["num_images"] == 6
 
 
 def test_index_overwrite_never_replaces_a_folder_that_is_not_an_index(model_dir, photo_dir, tmp_path, capsys):
