@@ -4,7 +4,7 @@
 
 In a Hugging Face Space folder made by `python -m demo.build_space` it runs as `python app.py` and reads the same
 settings from the environment: IVT_INDEX (default: `index` next to this file), IVT_MODEL (default: `model` next to
-this file if present, else the model recorded in the index), IVT_TOP_K, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
+this file if present, else the model recorded in the index), IVT_TOP_K, IVT_BF16 (1: bfloat16 weights), GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from ivt_search import GalleryIndex, read_index_metadata
 from modeling_ivt.cli import CommandParser
-from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor
+from modeling_ivt.loading import BF16_HELP, add_trust_remote_code_argument, load_model_and_processor
 
 EXAMPLES = [
     "A woman in a red coat and black trousers, carrying a white handbag.",
@@ -32,10 +32,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def load_gallery_index(
-    index_dir: str | os.PathLike, model: str | None = None, trust_remote_code: bool = False
+    index_dir: str | os.PathLike, model: str | None = None, trust_remote_code: bool = False, bf16: bool = False
 ) -> GalleryIndex:
     """The index at `index_dir` with its model: `model`, else a `model` folder next to this file, else the one
-    recorded in the index; a model's own code runs only with `trust_remote_code` (`--trust-remote-code`)."""
+    recorded in the index; a model's own code runs only with `trust_remote_code` (`--trust-remote-code`); `bf16`
+    loads bfloat16 weights."""
     if not Path(index_dir).exists():
         raise FileNotFoundError(
             f"no gallery index at {index_dir}: build one with `python -m ivt_search index my-index --model MODEL "
@@ -45,7 +46,7 @@ def load_gallery_index(
         model = str(HERE / "model")
     model_name = model or read_index_metadata(index_dir)["model"]["name_or_path"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ivt, processor = load_model_and_processor(model_name, device, trust_remote_code=trust_remote_code)
+    ivt, processor = load_model_and_processor(model_name, device, trust_remote_code=trust_remote_code, bf16=bf16)
     return GalleryIndex.open(index_dir, ivt, processor)
 
 
@@ -97,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port to serve on"
     )
+    parser.add_argument("--bf16", action="store_true", default=os.environ.get("IVT_BF16") == "1", help=BF16_HELP)
     add_trust_remote_code_argument(parser)
     args = parser.parse_args(argv)
     try:
-        index = load_gallery_index(args.index, args.model, args.trust_remote_code)
+        index = load_gallery_index(args.index, args.model, args.trust_remote_code, args.bf16)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

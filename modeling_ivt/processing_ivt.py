@@ -4,13 +4,13 @@ from PIL import Image
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .hub_utils import ProjectCardPushMixin
+from .hub_utils import ProjectHubMixin
 from .image_utils import MAX_IMAGE_PIXELS, check_image_pixels
 
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
 
 
-class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
+class IVTProcessor(ProjectHubMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
     `max_length` tokens (100 by default; never more than the model's 512 text positions); images are converted to RGB,

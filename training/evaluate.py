@@ -22,7 +22,11 @@ import datasets  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from modeling_ivt.cli import CommandParser  # noqa: E402
-from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor  # noqa: E402
+from modeling_ivt.loading import (  # noqa: E402
+    add_bf16_argument,
+    add_trust_remote_code_argument,
+    load_model_and_processor,
+)
 from modeling_ivt.safe_io import write_text_atomic  # noqa: E402
 from training.metrics import METRIC_NAMES  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
@@ -62,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the metrics and run details to this JSON file")
     parser.add_argument("--batch-size", type=int, default=64, help="captions or images embedded at once")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    add_bf16_argument(parser)
     add_trust_remote_code_argument(parser)
     return parser.parse_args(argv)
 
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator = Accelerator()
     split_ds = load_split(args.dataset, args.split)
     model, processor = load_model_and_processor(
-        args.model, accelerator.device, trust_remote_code=args.trust_remote_code, revision=args.revision
+        args.model, accelerator.device, trust_remote_code=args.trust_remote_code, revision=args.revision, bf16=args.bf16
     )
     metrics = evaluate_split(model, processor, split_ds, batch_size=args.batch_size, accelerator=accelerator)
     if not accelerator.is_main_process:
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 "num_queries": num_queries,
                 "num_gallery": len(split_ds),
                 "num_processes": accelerator.num_processes,
+                "dtype": str(model.dtype).removeprefix("torch."),
                 "metrics": metrics,
             },
         )

@@ -95,6 +95,16 @@ def test_cli_prints_the_table_and_writes_json(tiny_model_dir, tiny_benchmark, tm
     assert not list(output.parent.glob("*.partial"))
 
 
+def test_cli_bf16_loads_bfloat16_weights(tiny_model_dir, tiny_benchmark, tmp_path, loaded):
+    output = tmp_path / "bf16.json"
+    assert main(["--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark), "--output", str(output), "--bf16"]) == 0
+    written = json.loads(output.read_text())
+    model, processor = loaded
+    fp32 = evaluate_split(model, processor, datasets.load_from_disk(str(tiny_benchmark))["test"])
+    assert written["dtype"] == "bfloat16"
+    assert written["metrics"]["mAP"] == pytest.approx(fp32["mAP"], abs=5.0)  # a few of 30 queries may swap a rank
+
+
 def test_cli_names_a_missing_split_and_a_non_benchmark_folder(tiny_model_dir, tiny_benchmark, tmp_path):
     with pytest.raises(SystemExit, match=r"--split dev: .* has the splits \['test', 'train', 'validation'\]"):
         main(["--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark), "--split", "dev"])

@@ -1,5 +1,6 @@
 """Gallery index: build, add, save, reopen, query, and refuse a different model."""
 
+import copy
 import json
 import shutil
 
@@ -99,15 +100,19 @@ def test_refuses_an_index_of_another_model(model_and_processor, other_model_dir,
         processor.max_length = 100
 
 
-def test_bf16_autocast_embeds_close_to_fp32(model_and_processor, photo_dir):
+def test_bf16_weights_embed_close_to_fp32_and_open_the_same_index(model_and_processor, photo_dir, tmp_path):
     model, processor = model_and_processor
-    fp32, bf16 = GalleryIndex(model, processor), GalleryIndex(model, processor, bf16=True)
+    bf16_model = copy.deepcopy(model).to(torch.bfloat16)
+    fp32, bf16 = GalleryIndex(model, processor), GalleryIndex(bf16_model, processor)
     fp32.add_folder(photo_dir)
     bf16.add_folder(photo_dir)
     assert bf16.image_embeds.dtype == torch.float32
     cosine = (fp32.image_embeds * bf16.image_embeds).sum(dim=1)
     assert cosine.min() > 0.98
     assert not torch.equal(fp32.image_embeds, bf16.image_embeds)
+    fp32.save(tmp_path / "index")
+    reopened = GalleryIndex.open(tmp_path / "index", bf16_model, processor)
+    assert len(reopened.search("a person", top_k=2)[0]) == 2  # same checkpoint: the fingerprint matches
 
 
 def test_faiss_search_agrees_with_exact_on_a_small_gallery(model_and_processor, benchmark_dir):
