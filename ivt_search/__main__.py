@@ -157,13 +157,13 @@ def command_query(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
-        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT."
+        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT or IRRA-family model."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="embed a gallery and save a new index")
     index.add_argument("index_dir")
-    index.add_argument("--model", required=True, help="a saved IVT folder or a Hub repository id")
+    index.add_argument("--model", required=True, help="a saved IVT or IRRA-family model folder or a Hub repository id")
     _add_gallery_arguments(index)
     index.add_argument("--overwrite", action="store_true", help="replace an existing index")
     index.set_defaults(run=command_index)

@@ -1,10 +1,11 @@
-"""A saved, searchable gallery: IVT image embeddings of a folder of photos or of a benchmark split.
+"""A saved, searchable gallery: image embeddings (IVT or IRRA-family) of a folder of photos or of a benchmark split.
 
 An index is a folder holding two files, written to a temporary folder that is renamed into place:
 
 - `embeddings.safetensors`: one tensor `image_embeds`, float32, shape (num_images, embedding_dim), L2-normalised;
 - `index.json`: `format` ("ivt-gallery-index"), `version` (1), `embedding_dim`, `num_images`, `model`
-  (`name_or_path` and `fingerprint`, a SHA-256 of the weights and the processor settings), `sources` (each a
+  (`name_or_path`, `model_type` ("ivt" or "irra"; absent in indexes of older versions, which were all IVT) and
+  `fingerprint`, a SHA-256 of the model type, the weights and the processor settings), `sources` (each a
   `{"type": "folder", "root": ...}` or a `{"type": "dataset", "path": ..., "split": ...}`, the folder written
   relative to the index folder, so that an index moves together with its gallery, e.g. into a Space), and `images`,
   one per embedding row, in order: `source` (position in `sources`), `path` (relative to the folder, or the split's
@@ -30,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from modeling_ivt.image_utils import ImageTooLargeError, check_image_file, open_image
+from modeling_ivt.loading import embedding_dim
 from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, recover_replaced, resolve_inside
 from training.retrieval import embed_captions, embed_images
 
@@ -76,8 +78,8 @@ class SearchHit:
 
 def model_fingerprint(model, processor) -> str:
     """
-    SHA-256 of every weight (name, shape, bytes) and of the settings that turn inputs into tensors. Floating weights
-    are hashed at bfloat16 precision, so that one checkpoint loaded in float32 or with bfloat16 weights matches
+    SHA-256 of the model type, of every weight (name, shape, bytes) and of the settings that turn inputs into
+    tensors. Floating weights are hashed at bfloat16 precision, so that one checkpoint loaded in float32 or with bfloat16 weights matches
     (their embeddings agree to about 0.1%) while any trained difference shows.
     """
     digest = hashlib.sha256()
@@ -90,6 +92,7 @@ def model_fingerprint(model, processor) -> str:
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     image_processor = processor.image_processor
     settings = {
+        "model_type": model.config.model_type,
         "size": dict(image_processor.size),
         "resample": int(image_processor.resample),
         "image_mean": list(image_processor.image_mean),
@@ -149,11 +152,11 @@ def _load_split(dataset_path: str | os.PathLike, split: str | None) -> datasets.
 
 class GalleryIndex:
     r"""
-    Gallery image embeddings of one IVT model, with where each image came from, searchable by captions.
+    Gallery image embeddings of one model (IVT or IRRA-family), with where each image came from, searchable by captions.
 
     Args:
-        model ([`IVTModel`]): the model that embeds the gallery and the queries (used in eval mode).
-        processor ([`IVTProcessor`]): its processor.
+        model ([`IVTModel`] or [`IRRAModel`]): the model that embeds the gallery and the queries (used in eval mode).
+        processor ([`IVTProcessor`] or [`IRRAProcessor`]): its processor.
         batch_size (`int`, *optional*, defaults to 32): images or captions per forward pass.
         max_image_pixels (`int`, *optional*): refuse image files with more pixels, read from their header before
             decoding (default `modeling_ivt.image_utils.MAX_IMAGE_PIXELS`; 0 for no limit).
@@ -170,7 +173,7 @@ class GalleryIndex:
         self.batch_size = batch_size
         self.max_image_pixels = max_image_pixels
         self.fingerprint = model_fingerprint(model, processor)
-        self.image_embeds = torch.empty(0, model.config.hidden_size)
+        self.image_embeds = torch.empty(0, embedding_dim(model.config))
         self.sources: list[dict] = []
         self.images: list[dict] = []
         self._datasets: dict[int, datasets.Dataset] = {}
@@ -379,7 +382,11 @@ class GalleryIndex:
             "version": INDEX_VERSION,
             "embedding_dim": int(self.image_embeds.shape[1]),
             "num_images": len(self.images),
-            "model": {"name_or_path": self.model_name, "fingerprint": self.fingerprint},
+            "model": {
+                "name_or_path": self.model_name,
+                "model_type": self.model.config.model_type,
+                "fingerprint": self.fingerprint,
+            },
             "sources": [
                 _relocate(source, lambda path: os.path.relpath(path, index_dir.resolve())) for source in self.sources
             ],
@@ -403,9 +410,10 @@ class GalleryIndex:
         built_with = metadata["model"]
         if built_with["fingerprint"] != index.fingerprint:
             raise ModelMismatchError(
-                f"index {index_dir} was built with model {built_with['name_or_path']!r} (fingerprint "
-                f"{built_with['fingerprint'][:12]}), but the model given is {index.model_name!r} (fingerprint "
-                f"{index.fingerprint[:12]}): their embeddings are not comparable. Query with the model the index was "
+                f"index {index_dir} was built with model {built_with['name_or_path']!r} "
+                f"({built_with.get('model_type', 'ivt')}, fingerprint {built_with['fingerprint'][:12]}), but the model "
+                f"given is {index.model_name!r} ({model.config.model_type}, fingerprint {index.fingerprint[:12]}): "
+                f"their embeddings are not comparable. Query with the model the index was "
                 f"built with, or build a new index with this one."
             )
         embeddings_file = index_dir / EMBEDDINGS_FILE
