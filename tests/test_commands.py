@@ -20,6 +20,7 @@ COMMANDS = [
     "modeling_ivt.convert_original_checkpoint",
     "modeling_ivt.convert_vit_bert",
     "modeling_ivt.convert_pretraining",
+    "modeling_ivt.convert_irra_checkpoint",
     "modeling_ivt.export_onnx",
     "training.evaluate",
     "bench.run",
@@ -107,6 +108,7 @@ MISTAKES = [
     ("modeling_ivt.convert_original_checkpoint", ["--checkpoint", "{missing}", "--output", "{out}"]),
     ("modeling_ivt.convert_vit_bert", ["--vit", "{missing}", "--output", "{out}"]),
     ("modeling_ivt.convert_pretraining", ["{missing}", "--output", "{out}"]),
+    ("modeling_ivt.convert_irra_checkpoint", ["--checkpoint", "{missing}", "--output", "{out}"]),
     ("modeling_ivt.export_onnx", ["--model", "{missing}", "--output", "{out}"]),
     ("training.evaluate", ["--model", "{missing}", "--dataset", "{missing}"]),
 ]
