@@ -211,6 +211,10 @@ class TrainingConfig:
             raise ValueError(f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}")
         if self.num_epochs < 1:
             raise ValueError(f"num_epochs must be at least 1, got {self.num_epochs}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive (the schedule is relative to it), got {self.learning_rate}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(f"checkpoints_total_limit must be at least 1 or null, got {self.checkpoints_total_limit}")
         if self.eval_every_epochs < 1:
             raise ValueError(f"eval_every_epochs must be at least 1, got {self.eval_every_epochs}")
         for name in ("optimizer", "word_level", "schedule_unit", "mixed_precision", "long_train_captions"):
