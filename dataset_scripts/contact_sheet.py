@@ -6,7 +6,6 @@ Identities are shown in near-duplicate pairs (attribute distance 1 or 2), the ca
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -15,6 +14,8 @@ import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from modeling_ivt.cli import CommandParser, user_errors
 
 from .generate import IMAGE_HEIGHT, IMAGE_WIDTH, generate_raw
 
@@ -99,7 +100,7 @@ def make_contact_sheet(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dataset_scripts.contact_sheet", description=__doc__.splitlines()[0]
     )
     parser.add_argument("output_png")
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-id", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(make_contact_sheet(args.output_png, args.identities, args.images_per_id, args.seed))
+    with user_errors():
+        sheet = make_contact_sheet(args.output_png, args.identities, args.images_per_id, args.seed)
+    print(sheet)
     return 0
 
 

@@ -4,13 +4,13 @@ Convert a checkpoint of the authors' IVT code (ivt_spec.md section 2) into a Hug
     python -m modeling_ivt.convert_original_checkpoint --checkpoint best.pth --output ivt-cuhk [--num-heads 12]
 """
 
-import argparse
 import logging
 import re
 from pathlib import Path
 
 import torch
 
+from .cli import CommandParser, user_errors
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, save_model_folder
 from .defaults import create_processor
@@ -157,7 +157,7 @@ def convert_original_checkpoint(
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("--checkpoint", required=True, type=Path, help="the authors' .pth checkpoint")
     parser.add_argument("--output", required=True, type=Path, help="folder to write the converted model to")
     parser.add_argument(
@@ -167,9 +167,10 @@ def main(argv=None):
     parser.add_argument("--push-to-hub", metavar="REPO", help="also publish the folder to this Hub repository")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model, ignored = convert_original_checkpoint(
-        args.checkpoint, args.output, args.num_heads, args.overwrite, args.push_to_hub
-    )
+    with user_errors():
+        model, ignored = convert_original_checkpoint(
+            args.checkpoint, args.output, args.num_heads, args.overwrite, args.push_to_hub
+        )
     config = model.config
     print(
         f"converted: {config.num_hidden_layers} layers, width {config.hidden_size}, {config.num_attention_heads} heads, "

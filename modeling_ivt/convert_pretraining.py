@@ -9,7 +9,6 @@ Move between the pre-training model and the dual encoder:
     python -m modeling_ivt.convert_pretraining PRETRAINED_FOLDER --output ivt-finetune-init --patch-stride 12
 """
 
-import argparse
 import itertools
 import logging
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor
 
+from .cli import CommandParser, user_errors
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, resize_position_grid, save_model_folder
 from .convert_vit_bert import KINDS, InitializationReport, canonical_bert_state_dict, take_tensors
@@ -150,7 +150,7 @@ def encoder_from_pretraining(
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("pretrained", type=Path, help="a saved IVTForPreTraining folder (with its processor)")
     parser.add_argument("--output", required=True, type=Path, help="folder to write the IVTModel to")
     parser.add_argument("--patch-stride", type=int, default=12, help="stride for fine-tuning (default 12)")
@@ -158,9 +158,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    model, report = encoder_from_pretraining(args.pretrained, patch_stride=args.patch_stride)
-    processor = AutoProcessor.from_pretrained(args.pretrained)
-    save_model_folder(model, processor, args.output, overwrite=args.overwrite)
+    with user_errors():
+        if not (args.pretrained / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{args.pretrained} is not a saved model folder (no config.json): give the best/ folder that "
+                "pre-training wrote"
+            )
+        model, report = encoder_from_pretraining(args.pretrained, patch_stride=args.patch_stride)
+        processor = AutoProcessor.from_pretrained(args.pretrained)
+        save_model_folder(model, processor, args.output, overwrite=args.overwrite)
     print(report.summary())
     print(f"saved the pre-trained encoder at stride {args.patch_stride} to {args.output}")
 

@@ -1,14 +1,16 @@
 """IVT processor: the BERT uncased WordPiece tokenizer and a 384 x 128 pedestrian image processor in one object."""
 
+from PIL import Image
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .hub_utils import ProjectCardPushMixin
+from .hub_utils import ProjectHubMixin
+from .image_utils import MAX_IMAGE_PIXELS, check_image_pixels
 
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
 
 
-class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
+class IVTProcessor(ProjectHubMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
     `max_length` tokens (100 by default; never more than the model's 512 text positions); images are converted to RGB,
@@ -21,6 +23,7 @@ class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
     """
 
     max_text_positions = 512
+    max_image_pixels = MAX_IMAGE_PIXELS  # larger images are refused before resizing; set on an instance to change
 
     def __init__(self, image_processor=None, tokenizer=None, max_length=100, **kwargs):
         if not 2 <= max_length <= self.max_text_positions:
@@ -56,6 +59,9 @@ class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
             )
             features.update(encoding)
         if images is not None:
+            for number, image in enumerate(images if isinstance(images, (list, tuple)) else [images]):
+                if isinstance(image, Image.Image):
+                    check_image_pixels(image, getattr(image, "filename", "") or f"number {number}", self.max_image_pixels)
             features["pixel_values"] = self.image_processor(images, return_tensors=return_tensors)["pixel_values"]
         return BatchFeature(features, tensor_type=return_tensors)
 

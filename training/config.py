@@ -88,12 +88,25 @@ class TrainingConfig:
 
     # Objective
     mla: bool = _option(True, "multi-level alignment: 3 augmented views x (sentence, phrase, word) texts per item")
-    word_max_phrases: int = _option(3, "word level: up to K attribute phrases joined with ', ' (k uniform in 1..K)")
+    word_max_phrases: int | None = _option(
+        None,
+        "word level: k attribute phrases joined with ', ', k uniform in 1..K, K this cap or, when null, the\n"
+        "number of phrases of the record (as released)",
+    )
     word_level: str = _option(
         "attributes",
         "word-level text: attributes (record attribute phrases, else phrases from the rule-based chunker) | chunk "
         "(one comma/period chunk, as the released ICFG-PEDES and RSTPReid recipes)",
         choices=("attributes", "chunk"),
+    )
+    train_caption_words: int | None = _option(
+        None,
+        "training captions with more words than this (counted as the released loaders count them) are cut to it\n"
+        "(long_train_captions: cut, the released ICFG-PEDES loader) or left out (drop, the released RSTPReid\n"
+        "loader); evaluation always uses whole captions. null: no limit",
+    )
+    long_train_captions: str = _option(
+        "cut", "what train_caption_words does to a longer training caption: cut or drop", ("cut", "drop")
     )
     local_loss: bool = _option(False, "CMPM per process as released, instead of over features gathered from all")
 
@@ -162,6 +175,9 @@ class TrainingConfig:
     mlm_probability: float = _option(0.25, "pre-training: share of caption tokens masked (whole words)")
     mlm_max_masked_tokens: int = _option(8, "pre-training: at most this many masked tokens per caption")
     max_caption_words: int = _option(50, "pre-training: captions are cut to this many words")
+    max_caption_tokens: int = _option(
+        50, "pre-training: [CLS] plus at most this many - 1 caption tokens, no [SEP], as released"
+    )
 
     # Evaluation, checkpoints, logging
     eval_every_epochs: int = _option(1, "evaluate on the validation split every N epochs (and after the last)")
@@ -195,9 +211,13 @@ class TrainingConfig:
             raise ValueError(f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}")
         if self.num_epochs < 1:
             raise ValueError(f"num_epochs must be at least 1, got {self.num_epochs}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive (the schedule is relative to it), got {self.learning_rate}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(f"checkpoints_total_limit must be at least 1 or null, got {self.checkpoints_total_limit}")
         if self.eval_every_epochs < 1:
             raise ValueError(f"eval_every_epochs must be at least 1, got {self.eval_every_epochs}")
-        for name in ("optimizer", "word_level", "schedule_unit", "mixed_precision"):
+        for name in ("optimizer", "word_level", "schedule_unit", "mixed_precision", "long_train_captions"):
             choices = next(f for f in dataclasses.fields(self) if f.name == name).metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")

@@ -42,14 +42,20 @@ from training.engine import (  # noqa: E402
     derived_seed,
     load_benchmark,
     prepare_output_dir,
-    resume_from_checkpoint,
     set_num_threads,
     tracker_config,
     write_json_atomically,
 )
+from training.checkpointing import CheckpointManager  # noqa: E402
 from training.initialization import build_model_and_processor  # noqa: E402
 from training.loss import distributed_cmpm_loss  # noqa: E402
-from training.mla import IVTForMLATraining, MLACollator, MLATrainingDataset, batch_to_device  # noqa: E402
+from training.mla import (  # noqa: E402
+    IVTForMLATraining,
+    MLACollator,
+    MLATrainingDataset,
+    batch_to_device,
+    caption_word_starts,
+)
 from training.model_card import METRIC_NAMES, build_model_card, metrics_table  # noqa: E402
 from training.pretrain import pretrain  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
@@ -83,6 +89,11 @@ def check_splits(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> 
 
 def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> datasets.Dataset:
     pairs = training_pairs(dataset_dict[config.train_split])
+    limit = config.train_caption_words
+    if limit is not None and config.long_train_captions == "drop":
+        captions = pairs["caption"]
+        pairs = pairs.select([index for index, text in enumerate(captions) if len(caption_word_starts(text)) <= limit])
+        logger.info("left out %d training captions of more than %d words", len(captions) - len(pairs), limit)
     if config.max_train_ids is not None:
         kept = set(sorted(set(pairs["person_id"]))[: config.max_train_ids])
         pairs = pairs.filter(lambda batch: [pid in kept for pid in batch["person_id"]], batched=True)
@@ -90,7 +101,7 @@ def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.Dataset
 
 
 def train_one_epoch(
-    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar
+    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar, checkpoints
 ) -> None:
     """Optimiser steps over the rest of this epoch's batches (a multiple of the accumulation steps)."""
     model.train()
@@ -131,7 +142,7 @@ def train_one_epoch(
                 )
                 running_loss, running_count = 0.0, 0
             if config.checkpointing_steps and progress.global_step % config.checkpointing_steps == 0:
-                accelerator.save_state()
+                checkpoints.save()
 
 
 def finetune(config: TrainingConfig) -> dict:
@@ -141,7 +152,6 @@ def finetune(config: TrainingConfig) -> dict:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         report_to=config.report_to,
-        checkpoints_total_limit=config.checkpoints_total_limit,
     )
     set_num_threads(config.num_threads)
     output_dir = prepare_output_dir(config, accelerator)
@@ -155,7 +165,10 @@ def finetune(config: TrainingConfig) -> dict:
         model.gradient_checkpointing_enable()
     image_size = tuple(model.config.image_size)
     augmentation = TrainAugmentation(image_size, config.pad, config.flip_prob, config.erasing_prob, config.augment)
-    train_dataset = MLATrainingDataset(pairs, augmentation, config.mla, config.word_max_phrases, config.word_level)
+    cut_words = config.train_caption_words if config.long_train_captions == "cut" else None
+    train_dataset = MLATrainingDataset(
+        pairs, augmentation, config.mla, config.word_max_phrases, config.word_level, max_caption_words=cut_words
+    )
     sampler = IdentityBatchSampler(
         train_dataset.person_ids,
         config.ids_per_batch,
@@ -179,10 +192,11 @@ def finetune(config: TrainingConfig) -> dict:
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(IVTForMLATraining(model), optimizer)
     progress = TrainingProgress()
-    for stateful in (sampler, scheduler, progress):
-        accelerator.register_for_checkpointing(stateful)
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, config.checkpoints_total_limit, {"sampler": sampler, "scheduler": scheduler, "progress": progress}
+    )
     if config.resume_from_checkpoint:
-        resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
+        checkpoints.resume(config.resume_from_checkpoint)
     accelerator.init_trackers("ivt", config=tracker_config(config))
 
     effective_batch_size = config.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
@@ -217,6 +231,7 @@ def finetune(config: TrainingConfig) -> dict:
             config=config,
             total_steps=total_steps,
             bar=bar,
+            checkpoints=checkpoints,
         )
         progress.epoch += 1
         sampler.set_epoch(progress.epoch)
@@ -245,7 +260,7 @@ def finetune(config: TrainingConfig) -> dict:
             if accelerator.is_main_process:
                 save_model_folder(accelerator.unwrap_model(model).model, processor, best_dir, overwrite=True)
         if not config.checkpointing_steps:
-            accelerator.save_state()
+            checkpoints.save()
     bar.close()
     accelerator.wait_for_everyone()
 
