@@ -131,9 +131,21 @@ MUTANTS = [
         METRIC_TESTS,
     ),
     Mutant(
+        "ranks-within-a-bucket-dropped", "metrics", "dropped term", "training/metrics.py",
+        "ranks += ahead[torch.searchsorted(flat, relevant_flat)]",
+        "pass",
+        METRIC_TESTS,
+    ),
+    Mutant(
         "ties-favour-the-later-image", "metrics", "wrong orientation", "training/metrics.py",
-        "tie_break = torch.arange(scores.shape[1] - 1, -1, -1, device=scores.device, dtype=torch.int64)",
-        "tie_break = torch.arange(scores.shape[1], device=scores.device, dtype=torch.int64)",
+        "order = scores.view(-1)[flat].argsort(descending=True, stable=True)",
+        "order = len(flat) - 1 - scores.view(-1)[flat].flip(0).argsort(descending=True, stable=True)",
+        METRIC_TESTS,
+    ),
+    Mutant(
+        "reference-ties-favour-the-later-image", "metrics", "wrong orientation", "training/metrics.py",
+        "order = scores.argsort(dim=1, descending=True, stable=True)",
+        "order = scores.shape[1] - 1 - scores.flip(1).argsort(dim=1, descending=True, stable=True)",
         METRIC_TESTS,
     ),
     Mutant(
@@ -199,7 +211,7 @@ MUTANTS = [
         BUILD_TESTS,
     ),
     Mutant(
-        "images-not-fully-decoded", "builder validation", "check removed", "modeling_ivt/safe_io.py",
+        "images-not-fully-decoded", "builder validation", "check removed", "modeling_ivt/image_utils.py",
         """
         if mode is None:
             image.load()
@@ -231,9 +243,9 @@ MUTANTS = [
         WIRING_TESTS,
     ),
     Mutant(
-        "checkpoints-total-limit-ignored", "training wiring", "option ignored", "training/engine.py",
-        "total_limit=checkpoints_total_limit,",
-        "total_limit=None,",
+        "checkpoints-total-limit-ignored", "training wiring", "option ignored", "training/checkpointing.py",
+        "if self.total_limit is not None:",
+        "if False:",
         WIRING_TESTS,
     ),
     Mutant(
