@@ -9,6 +9,7 @@ settings with `HfArgumentParser`, which behaves the same way):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import sys
 
@@ -76,4 +77,17 @@ class CommandParser(argparse.ArgumentParser):
         super().error(message)
 
 
-__all__ = ["CommandParser"]
+@contextlib.contextmanager
+def one_line_errors():
+    """
+    End a command with `error: MESSAGE` (exit status 1), no traceback, when its input is at fault: a file that is
+    missing, unreadable or malformed, or a setting that cannot work (`KeyError`, `ValueError`, `OSError`).
+    """
+    try:
+        yield
+    except (KeyError, ValueError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        sys.exit(f"error: {message}")
+
+
+__all__ = ["CommandParser", "one_line_errors"]

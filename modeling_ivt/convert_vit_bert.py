@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import CommandParser
+from .cli import CommandParser, one_line_errors
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, resize_position_grid, save_model_folder
 from .defaults import create_processor
@@ -289,8 +289,9 @@ def main(argv=None):
         parser.error("give --vit, --bert or both")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    vit_state, vit_config = _read_source(args.vit, "vit") if args.vit else (None, {})
-    bert_state, bert_config = _read_source(args.bert, "bert") if args.bert else (None, {})
+    with one_line_errors():
+        vit_state, vit_config = _read_source(args.vit, "vit") if args.vit else (None, {})
+        bert_state, bert_config = _read_source(args.bert, "bert") if args.bert else (None, {})
     try:
         if vit_state is not None:
             depth = _layer_count(vit_state)
@@ -317,8 +318,9 @@ def main(argv=None):
     except ValueError as error:
         raise SystemExit(f"convert_vit_bert: {error}") from error
     tokenizer_dir = args.tokenizer or (args.bert if args.bert and (args.bert / "tokenizer_config.json").is_file() else None)
-    processor = create_processor(image_size=tuple(args.image_size), tokenizer_dir=tokenizer_dir)
-    save_model_folder(model, processor, args.output, overwrite=args.overwrite)
+    with one_line_errors():
+        processor = create_processor(image_size=tuple(args.image_size), tokenizer_dir=tokenizer_dir)
+        save_model_folder(model, processor, args.output, overwrite=args.overwrite)
     print(report.summary())
     print(f"saved a {config.num_hidden_layers}-layer, {config.hidden_size}-wide IVT to {args.output}")
 

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -235,6 +236,13 @@ def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
 
 def prepare_output_dir(config: TrainingConfig, accelerator) -> Path:
     output_dir = Path(config.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except PermissionError as error:
+        raise PermissionError(
+            f"--output_dir {output_dir}: cannot write there ({error.strerror}: {error.filename}); choose a folder you can write"
+        ) from None
     checkpoints = output_dir / "checkpoints"
     if config.resume_from_checkpoint is None and checkpoints.is_dir() and any(checkpoints.iterdir()):
         if not config.overwrite_output_dir:
