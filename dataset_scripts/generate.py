@@ -45,7 +45,7 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
-from modeling_ivt.cli import CommandParser
+from modeling_ivt.cli import CommandParser, user_errors
 from modeling_ivt.safe_io import replace_path, write_text_atomic
 
 from .build import build_benchmark, format_counts_table, split_counts
@@ -902,17 +902,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset_dict = ensure_generated_benchmark(
-        args.output_dir,
-        num_train_ids=args.num_train_ids,
-        num_val_ids=args.num_val_ids,
-        num_test_ids=args.num_test_ids,
-        images_per_id=args.images_per_id,
-        captions_per_image=args.captions_per_image,
-        seed=args.seed,
-        difficulty=args.difficulty,
-        num_workers=args.num_workers,
-    )
+    with user_errors():
+        dataset_dict = ensure_generated_benchmark(
+            args.output_dir,
+            num_train_ids=args.num_train_ids,
+            num_val_ids=args.num_val_ids,
+            num_test_ids=args.num_test_ids,
+            images_per_id=args.images_per_id,
+            captions_per_image=args.captions_per_image,
+            seed=args.seed,
+            difficulty=args.difficulty,
+            num_workers=args.num_workers,
+        )
     print(f"{BENCHMARK_NAME} at {args.output_dir}")
     print(format_counts_table(split_counts(dataset_dict)))
     return 0

@@ -3,7 +3,8 @@ settings with `HfArgumentParser`, which behaves the same way):
 
 - every flag is accepted as `--foo-bar` and as `--foo_bar`;
 - an abbreviated or misspelt flag is an error naming it, with the closest real flag, never silently another flag;
-- `--help` shows the default each option really takes.
+- `--help` shows the default each option really takes;
+- a mistake in the user's input is one line `error: ...` (`user_errors`), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import difflib
 import sys
+from collections.abc import Iterator
 
 
 def _shows_default(action: argparse.Action) -> bool:
@@ -78,16 +80,14 @@ class CommandParser(argparse.ArgumentParser):
 
 
 @contextlib.contextmanager
-def one_line_errors():
-    """
-    End a command with `error: MESSAGE` (exit status 1), no traceback, when its input is at fault: a file that is
-    missing, unreadable or malformed, or a setting that cannot work (`KeyError`, `ValueError`, `OSError`).
-    """
+def user_errors() -> Iterator[None]:
+    """Turn a mistake in the user's input (a missing or unreadable file, a bad value: `OSError`, `ValueError`) into one
+    line `error: ...` on stderr and exit status 2, as argparse does for a bad flag."""
     try:
         yield
-    except (KeyError, ValueError, OSError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        sys.exit(f"error: {message}")
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
-__all__ = ["CommandParser", "one_line_errors"]
+__all__ = ["CommandParser", "user_errors"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import CommandParser, one_line_errors
+from .cli import CommandParser, user_errors
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, save_model_folder
 from .defaults import create_processor
@@ -167,7 +167,7 @@ def main(argv=None):
     parser.add_argument("--push-to-hub", metavar="REPO", help="also publish the folder to this Hub repository")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with one_line_errors():
+    with user_errors():
         model, ignored = convert_original_checkpoint(
             args.checkpoint, args.output, args.num_heads, args.overwrite, args.push_to_hub
         )

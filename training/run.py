@@ -32,7 +32,7 @@ from dataset_scripts.views import training_pairs  # noqa: E402
 from modeling_ivt import IVTModel  # noqa: E402
 from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
 from modeling_ivt.hub_utils import push_folder_to_hub  # noqa: E402
-from modeling_ivt.cli import one_line_errors  # noqa: E402
+from modeling_ivt.cli import user_errors  # noqa: E402
 from modeling_ivt.safe_io import atomic_output  # noqa: E402
 from training.augmentation import TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
@@ -352,5 +352,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    with one_line_errors():
+    with user_errors():
         main()

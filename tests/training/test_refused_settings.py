@@ -70,22 +70,23 @@ def test_a_vocabulary_smaller_than_the_tokenizer_is_refused(tmp_path):
         (b"", "not a readable PyTorch checkpoint"),
     ],
 )
-def test_converter_errors_are_one_line(tmp_path, content, message):
+def test_converter_errors_are_one_line(tmp_path, content, message, capsys):
     checkpoint = tmp_path / "ivt.pth"
     if content is not None:
         checkpoint.write_bytes(content)
     with pytest.raises(SystemExit) as exit_info:
         convert_original_main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "out")])
-    assert exit_info.value.code.startswith("error: ") and message in exit_info.value.code
-    assert "\n" not in exit_info.value.code
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and message in error and "\n" not in error
 
 
-def test_a_converter_checkpoint_missing_tensors_is_one_line(tmp_path):
+def test_a_converter_checkpoint_missing_tensors_is_one_line(tmp_path, capsys):
     checkpoint = tmp_path / "ivt.pth"
     torch.save({"model": {"base.embeddings.word_embeddings.weight": torch.zeros(3, 2)}}, checkpoint)
     with pytest.raises(SystemExit) as exit_info:
         convert_original_main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "out")])
-    assert exit_info.value.code.startswith("error: ")
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("error: ")
 
 
 @pytest.mark.parametrize(
@@ -135,6 +136,6 @@ def test_the_training_command_prints_one_line_for_a_user_error(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=120,
     )
-    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --dataset") and "Traceback" not in result.stderr
