@@ -118,7 +118,9 @@ def take_tensors(state_dict: dict, mapping: dict[str, str], source: str) -> dict
     """
     missing = [name for name in mapping.values() if name not in state_dict]
     if missing:
-        naming = " (BERT names without the bert. prefix, LayerNorm gamma/beta read as weight/bias)" if source == "BERT" else ""
+        naming = ""
+        if source == "BERT":
+            naming = " (BERT names without the bert. prefix, LayerNorm gamma/beta read as weight/bias)"
         raise ValueError(
             f"the {source} checkpoint ({_layer_count(state_dict)} layers) lacks {len(missing)} tensor(s) that the "
             f"initialisation copies{naming}: " + ", ".join(missing)
@@ -222,10 +224,10 @@ def initialize_from_vit_and_bert(
     config: IVTConfig, vit_state_dict: dict | None = None, bert_state_dict: dict | None = None
 ) -> tuple[IVTModel, InitializationReport]:
     """
-    A new `IVTModel(config)` with every tensor of the released initialisation copied in from the ViT and BERT checkpoints;
-    the ViT position embedding is resized from its square grid to the model's stride grid. Either side may be
-    omitted (it then stays at random init). A tensor the given checkpoint lacks, or whose shape does not fit, is an
-    error naming it, never skipped. Layers of a deeper checkpoint beyond the model's depth are noted as unused.
+    A new `IVTModel(config)` with every tensor of the released initialisation copied in from the ViT and BERT
+    checkpoints; the ViT position embedding is resized from its square grid to the model's stride grid. Either side
+    may be omitted (it then stays at random init). A tensor the given checkpoint lacks, or whose shape does not fit,
+    is an error naming it, never skipped. Layers of a deeper checkpoint beyond the model's depth are noted as unused.
     """
     model = IVTModel(config)
     expected = model.state_dict()

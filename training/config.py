@@ -90,8 +90,8 @@ class TrainingConfig:
     mla: bool = _option(True, "multi-level alignment: 3 augmented views x (sentence, phrase, word) texts per item")
     word_max_phrases: int | None = _option(
         None,
-        "word level: k attribute phrases joined with ', ', k uniform in 1..K with K this cap or, when null, the number\n"
-        "of phrases of the record (as released)",
+        "word level: k attribute phrases joined with ', ', k uniform in 1..K, K this cap or, when null, the\n"
+        "number of phrases of the record (as released)",
     )
     word_level: str = _option(
         "attributes",
