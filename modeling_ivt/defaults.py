@@ -4,7 +4,7 @@ from pathlib import Path
 
 from transformers import BertTokenizer, ViTImageProcessorPil
 
-from .processing_ivt import IVTProcessor
+from .processing_ivt import IMAGE_MEAN, IMAGE_STD, IVTProcessor
 
 
 def bert_vocabulary_dir() -> Path:
@@ -23,7 +23,7 @@ def bert_vocabulary_dir() -> Path:
 
 def create_processor(image_size=(384, 128), max_length: int = 100, tokenizer_dir=None) -> IVTProcessor:
     """
-    A fresh processor for a new model: bilinear resize to `image_size` (height, width), mean/std 0.5, and the uncased
+    A fresh processor for a new model: bilinear resize to `image_size` (height, width), the released mean/std, and the uncased
     BERT tokenizer from `tokenizer_dir` (default: the vocabulary from `bert_vocabulary_dir()`).
     """
     tokenizer = BertTokenizer.from_pretrained(str(tokenizer_dir or bert_vocabulary_dir()), do_lower_case=True)
@@ -31,8 +31,8 @@ def create_processor(image_size=(384, 128), max_length: int = 100, tokenizer_dir
     height, width = image_size
     image_processor = ViTImageProcessorPil(
         size={"height": height, "width": width},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
+        image_mean=list(IMAGE_MEAN),
+        image_std=list(IMAGE_STD),
         do_convert_rgb=True,
     )
     return IVTProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)

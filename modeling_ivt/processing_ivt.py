@@ -3,11 +3,17 @@
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_ivt import MAX_TEXT_POSITIONS
+
+# The released model normalises every channel with mean = std = 0.5 (pixels in [-1, 1]).
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+
 
 class IVTProcessor(ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
-    `max_length` tokens (100 by default; never more than the model's 512 text positions); images are converted to RGB,
+    `max_length` tokens (100 by default; never more than the model's `MAX_TEXT_POSITIONS`, 512); images are converted to RGB,
     resized (bilinear) to the model's input size and normalised with mean = std = 0.5.
 
     Args:
@@ -16,7 +22,7 @@ class IVTProcessor(ProcessorMixin):
         max_length (`int`, *optional*, defaults to 100): caption length limit in tokens, [CLS] and [SEP] included.
     """
 
-    max_text_positions = 512
+    max_text_positions = MAX_TEXT_POSITIONS
 
     def __init__(self, image_processor=None, tokenizer=None, max_length=100, **kwargs):
         if not 2 <= max_length <= self.max_text_positions:
@@ -30,7 +36,7 @@ class IVTProcessor(ProcessorMixin):
             text (`str` or `list[str]`, *optional*): captions (queries).
             images (`PIL.Image.Image`, array, or a list of them, *optional*): pedestrian images (gallery).
             return_tensors (`str`, *optional*, defaults to `"pt"`): tensor type of the result.
-            kwargs: passed to the tokenizer (for example `padding="max_length"`); `max_length` is capped at 512.
+            kwargs: passed to the tokenizer (for example `padding="max_length"`); `max_length` is capped at `MAX_TEXT_POSITIONS`.
 
         Returns:
             [`BatchFeature`] with `input_ids` and `attention_mask` for text and `pixel_values` for images.
@@ -60,4 +66,4 @@ class IVTProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
-__all__ = ["IVTProcessor"]
+__all__ = ["IMAGE_MEAN", "IMAGE_STD", "IVTProcessor"]
