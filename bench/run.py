@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from modeling_ivt.safe_io import write_text_atomic
+
 from .evaluation_scale import measure_evaluation
 from .machine import cpu_info, measure_ceiling
 from .model_speed import (
@@ -281,11 +283,8 @@ def format_report(report: dict) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    """Write atomically (a reader never sees half a file)."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

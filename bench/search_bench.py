@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import faiss
 import torch
 
 from ivt_search.index import build_faiss_index, exact_top_k
+from modeling_ivt.safe_io import write_text_atomic
 
 
 def synthetic_gallery(
@@ -198,11 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "text_encoder_single_caption_ms": text_ms,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    partial.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    os.replace(partial, output)
+    output = write_text_atomic(args.output, json.dumps(report, indent=1))
     print(f"-> {output}")
     return 0
 

@@ -25,15 +25,22 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
+
+from modeling_ivt.safe_io import (
+    ImageTooLargeError,
+    PathOutsideRootError,
+    atomic_output,
+    check_replaceable,
+    open_image,
+    resolve_inside,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -149,10 +156,13 @@ def _layout(name: str) -> BenchmarkLayout:
 
 
 def _resolve_image(raw_root: Path, image_path: str) -> Path:
-    """Raw paths are relative to `imgs/`; a path that already starts with `imgs/` is taken from RAW_ROOT."""
-    candidate = raw_root / "imgs" / image_path
+    """
+    Raw paths are relative to `imgs/`; a path that already starts with `imgs/` is taken from RAW_ROOT. Either way the
+    file must be inside RAW_ROOT (`PathOutsideRootError` for an absolute path, `..` or a link leading out).
+    """
+    candidate = resolve_inside(raw_root, Path("imgs") / image_path, what="image path")
     if not candidate.exists() and (raw_root / image_path).exists():
-        return raw_root / image_path
+        return resolve_inside(raw_root, image_path, what="image path")
     return candidate
 
 
@@ -170,6 +180,7 @@ def _check_records(name: str, annotation_file: Path, raw_root: Path) -> tuple[li
         )
 
     rows, problems = [], []
+    first_seen: dict[str, tuple[int, str]] = {}
     for index, record in enumerate(records):
         where = f"{annotation_file.name} record {index}"
         if not isinstance(record, dict):
@@ -203,13 +214,25 @@ def _check_records(name: str, annotation_file: Path, raw_root: Path) -> tuple[li
         attributes = record.get("attributes", [])
         if not isinstance(attributes, list) or not all(isinstance(phrase, str) for phrase in attributes):
             record_problems.append(f"'attributes' must be a list of strings, found {attributes!r:.80}")
+        if not record_problems:
+            earlier_index, earlier_split = first_seen.setdefault(image_path, (index, split))
+            if earlier_split != split:
+                record_problems.append(
+                    f"image {image_path!r} is in split {split!r} and also in split {earlier_split!r} "
+                    f"(record {earlier_index}): an image may belong to one split only"
+                )
+        if not record_problems:
+            try:
+                image_file = _resolve_image(raw_root, image_path)
+            except PathOutsideRootError as error:
+                record_problems.append(str(error))
         if record_problems:
             problems.extend(f"{where}: {problem}" for problem in record_problems)
             continue
         rows.append(
             _Row(
                 split=layout.splits[split],
-                image_file=_resolve_image(raw_root, image_path),
+                image_file=image_file,
                 image_path=image_path,
                 person_id=person_id,
                 captions=[caption.strip() for caption in captions],
@@ -219,17 +242,21 @@ def _check_records(name: str, annotation_file: Path, raw_root: Path) -> tuple[li
     return rows, problems
 
 
-def _check_images(rows: list[_Row], annotation_name: str) -> list[str]:
-    """Open and fully decode every referenced image (catches missing, truncated and non-image files)."""
+def _check_images(rows: list[_Row], annotation_name: str, max_image_pixels: int | None = None) -> list[str]:
+    """
+    Open and fully decode every referenced image (catches missing, truncated, non-image and, before decoding, too
+    large files).
+    """
     problems = []
     for row in tqdm(rows, desc="Checking images", unit="img", mininterval=1.0):
         if not row.image_file.is_file():
             problems.append(f"{annotation_name}: image {row.image_path!r} not found at {row.image_file}")
             continue
         try:
-            with Image.open(row.image_file) as image:
-                image.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            open_image(row.image_file, max_pixels=max_image_pixels, mode=None)
+        except ImageTooLargeError as error:
+            problems.append(f"{annotation_name}: {error}")
+        except ValueError as error:
             problems.append(f"{annotation_name}: image {row.image_path!r} ({row.image_file}) does not decode: {error}")
     return problems
 
@@ -323,36 +350,14 @@ including on the Hugging Face Hub.
 """
 
 
-def replace_directory(staged_dir: Path, output_dir: Path, overwrite: bool) -> None:
-    """Move a complete `staged_dir` to `output_dir` (same file system); replace an existing one only if `overwrite`."""
-    staged_dir, output_dir = Path(staged_dir), Path(output_dir)
-    if output_dir.exists():
-        if not overwrite:
-            raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
-        retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.retired-", dir=output_dir.parent))
-        os.replace(output_dir, retired / "previous")
-        try:
-            os.replace(staged_dir, output_dir)
-        except OSError:
-            os.replace(retired / "previous", output_dir)
-            raise
-        finally:
-            shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staged_dir, output_dir)
-
-
 def atomic_save(dataset_dict: datasets.DatasetDict, output_dir: Path, card: str, overwrite: bool) -> None:
-    """Save next to `output_dir`, then rename, so that OUTPUT_DIR only ever holds a complete dataset."""
+    """Save next to `output_dir`, then swap it in, so that OUTPUT_DIR only ever holds a complete dataset."""
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.building-", dir=output_dir.parent))
-    try:
-        dataset_dict.save_to_disk(str(staging / "dataset"))
-        (staging / "dataset" / "README.md").write_text(card, encoding="utf-8")
-        replace_directory(staging / "dataset", output_dir, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    with atomic_output(output_dir, directory=True) as staging:
+        dataset_dict.save_to_disk(str(staging))
+        (staging / "README.md").write_text(card, encoding="utf-8")
 
 
 def build_benchmark(
@@ -367,6 +372,7 @@ def build_benchmark(
     raw_root, output_dir = Path(raw_root), Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(output_dir, datasets.config.DATASETDICT_JSON_FILENAME, inputs=[raw_root], what="output folder")
     annotation_file = find_annotation_file(name, raw_root)
     rows, problems = _check_records(name, annotation_file, raw_root)
     problems += _check_images(rows, annotation_file.name)
@@ -410,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         dataset_dict = build_benchmark(args.name, args.raw_root, args.output_dir, overwrite=args.overwrite)
-    except (DatasetBuildError, FileExistsError) as error:
+    except (DatasetBuildError, FileExistsError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{BENCHMARKS[args.name].pretty_name} saved to {args.output_dir}")

@@ -46,7 +46,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from .build import build_benchmark, format_counts_table, replace_directory, split_counts
+from modeling_ivt.safe_io import replace_path, write_text_atomic
+
+from .build import build_benchmark, format_counts_table, split_counts
 
 
 logger = logging.getLogger(__name__)
@@ -797,9 +799,7 @@ def generate_raw(
     else:
         records = [_render_job(job) for job in tqdm(jobs, **progress)]
     annotation_file = raw_root / "reid_raw.json"
-    partial = annotation_file.with_suffix(".json.partial")
-    partial.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, annotation_file)
+    write_text_atomic(annotation_file, json.dumps(records, ensure_ascii=False))
     return annotation_file
 
 
@@ -874,7 +874,7 @@ def ensure_generated_benchmark(
             del built
             (workspace / "built" / "README.md").write_text(card, encoding="utf-8")
             (workspace / "built" / GENERATION_INFO_FILE).write_text(json.dumps(recorded, indent=2), encoding="utf-8")
-            replace_directory(workspace / "built", output_dir, overwrite=True)
+            replace_path(workspace / "built", output_dir)
     return datasets.load_from_disk(str(output_dir))
 
 

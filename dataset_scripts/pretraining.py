@@ -35,7 +35,7 @@ import datasets
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .build import replace_directory
+from modeling_ivt.safe_io import replace_path
 
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def save_pairs(corpus: PairCorpus, output_dir: str | os.PathLike, overwrite: boo
         )
         dataset.save_to_disk(str(Path(staging) / "pairs"))
         del dataset
-        replace_directory(Path(staging) / "pairs", output_dir, overwrite)
+        replace_path(Path(staging) / "pairs", output_dir, overwrite)
     return datasets.load_from_disk(str(output_dir))
 
 

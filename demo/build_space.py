@@ -13,12 +13,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import datasets
 
-from dataset_scripts.build import replace_directory
+from modeling_ivt.safe_io import atomic_output
 from ivt_search.index import EMBEDDINGS_FILE, INDEX_FILE, read_index_metadata
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -42,9 +41,9 @@ def build_space(index_dir, output_dir, model: str | None = None, overwrite: bool
     index_dir, output_dir = Path(index_dir).resolve(), Path(output_dir)
     metadata = read_index_metadata(index_dir)
     model = model or metadata["model"]["name_or_path"]
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.building-", dir=output_dir.parent))
-    try:
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    with atomic_output(output_dir, directory=True) as staging:
         for name in SPACE_FILES:
             shutil.copy2(REPOSITORY / "demo" / name, staging / name)
         for package in PACKAGES:
@@ -59,9 +58,6 @@ def build_space(index_dir, output_dir, model: str | None = None, overwrite: bool
             source[key] = os.path.join("..", "gallery", name)
         shutil.copy2(index_dir / EMBEDDINGS_FILE, staging / "index" / EMBEDDINGS_FILE)
         (staging / "index" / INDEX_FILE).write_text(json.dumps(metadata, indent=1), encoding="utf-8")
-        replace_directory(staging, output_dir, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
 
 

@@ -22,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from modeling_ivt.safe_io import atomic_output
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -131,9 +133,8 @@ def capture_search(
                 timeout=timeout_s * 1000,
             )
             count, text = images.count(), page.locator("#results").inner_text()
-            partial = output.with_name(f".{output.name}.partial.png")
-            page.screenshot(path=str(partial), full_page=True)
-            os.replace(partial, output)
+            with atomic_output(output) as partial:
+                page.screenshot(path=str(partial), full_page=True, type="png")
         finally:
             browser.close()
     return count, text

@@ -1,13 +1,12 @@
 """Pieces shared by the checkpoint converters: safe loading of foreign weights, grid resizing, atomic saving."""
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from .safe_io import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -72,22 +71,10 @@ def save_model_folder(model, processor, output_dir, overwrite: bool = False, car
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} already exists and is not empty; pass overwrite=True (--overwrite)")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_output(output_dir, directory=True) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         if card is not None:
             card.save(staging / "README.md")
-        if output_dir.exists():
-            backup = staging.with_name(staging.name + ".old")
-            os.replace(output_dir, backup)
-            os.replace(staging, output_dir)
-            shutil.rmtree(backup)
-        else:
-            os.replace(staging, output_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     logger.info("saved %s", output_dir)
     return output_dir

@@ -15,6 +15,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_ivt import IVTConfig
+from .hub_utils import ProjectCardPushMixin
 
 
 @dataclass
@@ -55,22 +56,24 @@ def cmpm_loss(
     """
     Cross-modal projection matching (Zhang & Lu, ECCV 2018) exactly as IVT computes it: raw features projected on the
     other modality's normalised features, no temperature, targets = label rows divided by their L2 norm; the
-    image-to-text and text-to-image KL terms are summed. Computed in fp32 so that bf16 autocast cannot underflow it.
+    image-to-text and text-to-image KL terms are summed. Computed in fp32 with autocast off, so that bf16 autocast
+    cannot round the projections.
     """
-    image_features = image_features.float()
-    text_features = text_features.float()
-    labels = (person_ids.view(-1, 1) == person_ids.view(1, -1)).float()
-    targets = labels / labels.norm(dim=1, keepdim=True)
-    log_targets = torch.log(targets + epsilon)
+    with torch.autocast(image_features.device.type, enabled=False):
+        image_features = image_features.float()
+        text_features = text_features.float()
+        labels = (person_ids.view(-1, 1) == person_ids.view(1, -1)).float()
+        targets = labels / labels.norm(dim=1, keepdim=True)
+        log_targets = torch.log(targets + epsilon)
 
-    image_to_text = image_features @ nn.functional.normalize(text_features, dim=-1).t()
-    text_to_image = text_features @ nn.functional.normalize(image_features, dim=-1).t()
+        image_to_text = image_features @ nn.functional.normalize(text_features, dim=-1).t()
+        text_to_image = text_features @ nn.functional.normalize(image_features, dim=-1).t()
 
-    def kl(projections: torch.Tensor) -> torch.Tensor:
-        log_probs = nn.functional.log_softmax(projections, dim=1)
-        return (log_probs.exp() * (log_probs - log_targets)).sum(dim=1).mean()
+        def kl(projections: torch.Tensor) -> torch.Tensor:
+            log_probs = nn.functional.log_softmax(projections, dim=1)
+            return (log_probs.exp() * (log_probs - log_targets)).sum(dim=1).mean()
 
-    return kl(image_to_text) + kl(text_to_image)
+        return kl(image_to_text) + kl(text_to_image)
 
 
 def drop_tokens(
@@ -290,7 +293,7 @@ class IVTEncoder(nn.Module):
         return hidden_states
 
 
-class IVTPreTrainedModel(PreTrainedModel):
+class IVTPreTrainedModel(ProjectCardPushMixin, PreTrainedModel):
     config: IVTConfig
     config_class = IVTConfig
     base_model_prefix = "ivt"
@@ -330,6 +333,17 @@ class IVTModel(IVTPreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_embeddings.word_embeddings
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saving with the model code (`register_for_auto_class`) also names this class for the zero-shot image
+        classification pipeline in `auto_map`, which otherwise records only the auto class it was registered for."""
+        if self._auto_class is not None:
+            own_name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModelForZeroShotImageClassification": own_name,
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def set_input_embeddings(self, value: nn.Embedding):
         self.text_embeddings.word_embeddings = value
 
@@ -368,8 +382,6 @@ class IVTModel(IVTPreTrainedModel):
         token_drop_generator (`torch.Generator`, *optional*): source of the token-dropping draws in training mode,
             for reproducible runs; the global RNG is used when omitted.
         """
-        if attention_mask is not None and bool(attention_mask.all()):
-            attention_mask = None
         embeddings = self.text_embeddings(input_ids)
         return self._encode(embeddings, attention_mask, "text", token_drop_generator, **kwargs)
 
@@ -397,21 +409,28 @@ class IVTModel(IVTPreTrainedModel):
         r"""
         Score every caption against every image. With `person_ids` (one per caption/image pair, the i-th caption
         describing the i-th image) the CMPM loss is returned: every pair sharing a person id counts as a positive.
+        Given one modality only, only its L2-normalised embeddings (and that side's output) are returned: this is
+        what the `feature-extraction` and `image-feature-extraction` pipelines read.
         """
-        if input_ids is None or pixel_values is None:
-            raise ValueError("IVTModel.forward needs both input_ids and pixel_values; use get_*_features for one side")
+        if input_ids is None and pixel_values is None:
+            raise ValueError("IVTModel.forward needs input_ids (captions), pixel_values (images) or both")
         if return_loss is None:
             return_loss = person_ids is not None
-        if return_loss and person_ids is None:
-            raise ValueError("return_loss=True needs person_ids")
+        if return_loss and (person_ids is None or input_ids is None or pixel_values is None):
+            raise ValueError("the loss needs person_ids, input_ids and pixel_values")
 
-        text_outputs = self.get_text_features(input_ids, attention_mask, token_drop_generator, **kwargs)
-        vision_outputs = self.get_image_features(pixel_values, token_drop_generator, **kwargs)
-        text_features = text_outputs.pooler_output
-        image_features = vision_outputs.pooler_output
+        text_outputs = vision_outputs = text_embeds = image_embeds = None
+        if input_ids is not None:
+            text_outputs = self.get_text_features(input_ids, attention_mask, token_drop_generator, **kwargs)
+            text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
+        if pixel_values is not None:
+            vision_outputs = self.get_image_features(pixel_values, token_drop_generator, **kwargs)
+            image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
 
         loss = None
         if return_loss:
+            text_features = text_outputs.pooler_output
+            image_features = vision_outputs.pooler_output
             if not (len(person_ids) == len(text_features) == len(image_features)):
                 raise ValueError(
                     f"the loss needs paired inputs: got {len(text_features)} captions, {len(image_features)} images "
@@ -419,13 +438,14 @@ class IVTModel(IVTPreTrainedModel):
                 )
             loss = cmpm_loss(image_features, text_features, person_ids)
 
-        text_embeds = nn.functional.normalize(text_features, dim=-1)
-        image_embeds = nn.functional.normalize(image_features, dim=-1)
-        logits_per_text = text_embeds @ image_embeds.t()
+        logits_per_text = logits_per_image = None
+        if text_embeds is not None and image_embeds is not None:
+            logits_per_text = text_embeds @ image_embeds.t()
+            logits_per_image = logits_per_text.t()
         return IVTOutput(
             loss=loss,
             logits_per_text=logits_per_text,
-            logits_per_image=logits_per_text.t(),
+            logits_per_image=logits_per_image,
             text_embeds=text_embeds,
             image_embeds=image_embeds,
             text_model_output=text_outputs,

@@ -4,13 +4,17 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_ivt import MAX_TEXT_POSITIONS
+from .hub_utils import ProjectCardPushMixin
 
 # The released model normalises every channel with mean = std = 0.5 (pixels in [-1, 1]).
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 
 
-class IVTProcessor(ProcessorMixin):
+TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
+
+
+class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
     `max_length` tokens (100 by default; never more than the model's `MAX_TEXT_POSITIONS`, 512); images are converted to RGB,
@@ -63,7 +67,7 @@ class IVTProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self):
-        return ["input_ids", "attention_mask", "pixel_values"]
+        return [*TEXT_INPUT_NAMES, "pixel_values"]
 
 
-__all__ = ["IMAGE_MEAN", "IMAGE_STD", "IVTProcessor"]
+__all__ = ["IMAGE_MEAN", "IMAGE_STD", "TEXT_INPUT_NAMES", "IVTProcessor"]

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from modeling_ivt.safe_io import write_text_atomic
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METRIC_NAMES = ("R@1", "R@5", "R@10", "mAP", "mINP")
 VARIANTS = {
@@ -110,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     for path, text in ((args.table, table), (args.json, json.dumps(payload, indent=2))):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+        write_text_atomic(path, text)
     print(table)
     return 0
 

@@ -109,10 +109,18 @@ class RunSettings:
     num_epochs: int = _option(120, "training epochs")
     max_train_steps: int | None = _option(None, "stop after this many optimiser steps (null: num_epochs)")
     warmup_epochs: float = _option(5.0, "linear warm-up length in epochs")
-    warmup_start_lr: float = _option(5e-5, "learning rate at the start of the warm-up")
-    min_lr: float = _option(1e-5, "learning rate at the end of the cosine decay")
+    warmup_start_lr: float = _option(5e-5, "learning rate at the start of the warm-up (the same for every group)")
+    min_lr: float = _option(1e-5, "learning rate at the end of the cosine decay (the same for every group)")
     schedule_unit: Literal["epoch", "step"] = _option(
         "epoch", "epoch: the rate changes once per epoch (as released); step: every optimiser step"
+    )
+    warmup_prefix: bool = _option(
+        False,
+        "false: the cosine runs from epoch 0 and the warm-up overrides its first epochs, reaching min_lr at the last "
+        "epoch (as released, timm's CosineLRScheduler); true: the cosine starts after the warm-up",
+    )
+    first_epoch: int = _option(
+        0, "schedule epoch of the first trained epoch: 1 in the released CUHK-PEDES loop (epochs 1..120), 0 elsewhere"
     )
     gradient_accumulation_steps: int = _option(1, "batches per optimiser step")
     max_grad_norm: float | None = _option(None, "clip the gradient norm (null: no clipping, as released)")
@@ -191,8 +199,9 @@ class PretrainSettings:
     batch_size: int = _option(64, "pairs per batch and process")
     fusion_init: str | None = _option(
         None,
-        "BERT weights for the fusion layers (the last N layers; folder, file or 'minilm'); null: the BERT of the "
-        "encoder's text side (minilm for init=minilm, --bert_path for init=vit_bert), else random",
+        "BERT with its MLM head (BertForMaskedLM / BertForPreTraining folder or file) whose layers 0..N-1 initialise "
+        "the fusion layers and whose cls.predictions the MLM head, as released; null: --bert_path with init=vit_bert, "
+        "else random",
     )
     mlm_probability: float = _option(0.25, "share of caption tokens masked (whole words)")
     mlm_max_masked_tokens: int = _option(8, "at most this many masked tokens per caption")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,11 +19,10 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import datasets  # noqa: E402
-import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
-from transformers import AutoModel, AutoProcessor  # noqa: E402
 
-import modeling_ivt  # noqa: E402,F401  (registers "ivt" with the Auto classes)
+from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor  # noqa: E402
+from modeling_ivt.safe_io import write_text_atomic  # noqa: E402
 from training.metrics import METRIC_NAMES  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
 
@@ -38,11 +36,8 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write through a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    """Write atomically: a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
@@ -66,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the metrics and run details to this JSON file")
     parser.add_argument("--batch-size", type=int, default=64, help="captions or images embedded at once")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    add_trust_remote_code_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -73,10 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     accelerator = Accelerator()
     split_ds = load_split(args.dataset, args.split)
-    model = AutoModel.from_pretrained(
-        args.model, revision=args.revision, trust_remote_code=True, dtype=torch.float32
-    ).to(accelerator.device)
-    processor = AutoProcessor.from_pretrained(args.model, revision=args.revision, trust_remote_code=True)
+    model, processor = load_model_and_processor(
+        args.model, accelerator.device, trust_remote_code=args.trust_remote_code, revision=args.revision
+    )
     metrics = evaluate_split(model, processor, split_ds, batch_size=args.batch_size, accelerator=accelerator)
     if not accelerator.is_main_process:
         return 0

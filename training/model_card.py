@@ -6,7 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from modeling_ivt.hub_utils import RISKS, USAGE
+from modeling_ivt.hub_utils import PIPELINE_TAG, RISKS, TAGS, USAGE
 
 from .config import TrainingConfig
 
@@ -55,9 +55,9 @@ def _metadata(config: TrainingConfig, dataset_name: str, model_name: str, test_m
         base_model = config.init
     return ModelCardData(
         library_name="transformers",
-        pipeline_tag="feature-extraction",
+        pipeline_tag=PIPELINE_TAG,
         license="apache-2.0",
-        tags=["ivt", "text-based-person-retrieval", "person-search", "custom_code"],
+        tags=["ivt", *TAGS],
         datasets=[dataset_name],
         base_model=base_model,
         model_name=model_name,
@@ -101,7 +101,8 @@ def build_model_card(
         selection = "as the last epoch (no validation split); the test split was evaluated once"
     schedule = (
         f"linear warm-up from {config.warmup_start_lr} over {config.warmup_epochs} epoch(s), cosine to "
-        f"{config.min_lr}, updated every {config.schedule_unit}"
+        f"{config.min_lr} {'after the warm-up' if config.warmup_prefix else 'from epoch 0 (warm-up overriding its start)'}"
+        f", updated every {config.schedule_unit}"
     )
     augmentation = (
         f"bicubic resize, pad {config.pad}, random crop, flip {config.flip_prob}, random erasing {config.erasing_prob}; "

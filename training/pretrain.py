@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from modeling_ivt import IVTConfig, IVTForPreTraining
 from modeling_ivt.conversion_utils import load_state_dict_file, save_model_folder
 from modeling_ivt.convert_pretraining import pretraining_from_ivt
 from modeling_ivt.hub_utils import push_folder_to_hub
+from modeling_ivt.safe_io import atomic_output
 
 from .augmentation import TrainAugmentation
 from .config import TrainingConfig
@@ -53,7 +53,7 @@ from .engine import (
     tracker_config,
     write_json_atomically,
 )
-from .initialization import build_model_and_processor, checkpoint_overrides, minilm_dir
+from .initialization import build_model_and_processor, checkpoint_overrides
 from .pretraining_data import MaskingSettings, PretrainingCollator
 from .retrieval import evaluate_split
 
@@ -148,13 +148,11 @@ def build_corpus(config: TrainingConfig, dataset_dict):
 
 
 def _fusion_bert_state(config: TrainingConfig) -> tuple[dict | None, str]:
-    source = config.pretrain.fusion_init
+    """BERT weights for the fusion layers and the MLM head: `fusion_init`, else the BERT of init=vit_bert."""
+    source = config.pretrain.fusion_init or (config.bert_path if config.init == "vit_bert" else None)
     if source is None:
-        source = {"minilm": "minilm", "vit_bert": config.bert_path}.get(config.init)
-    if source is None:
-        return None, "random fusion layers"
-    folder = minilm_dir() if source == "minilm" else Path(source)
-    return load_state_dict_file(folder), f"fusion layers from {source}"
+        return None, "random fusion layers and MLM head"
+    return load_state_dict_file(source), f"fusion layers and MLM head from {source}"
 
 
 def build_pretraining_model(config: TrainingConfig):
@@ -359,9 +357,8 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         "config": config.to_dict(),
     }
     if accelerator.is_main_process:
-        partial_card = best_dir / ".README.md.partial"
-        pretraining_model_card(config, init_source, results).save(partial_card)
-        os.replace(partial_card, best_dir / "README.md")
+        with atomic_output(best_dir / "README.md") as partial_card:
+            pretraining_model_card(config, init_source, results).save(partial_card)
         if config.push_to_hub:
             push_folder_to_hub(best_dir, config.push_to_hub, commit_message="IVT pre-trained with ITC + ITM + MLM")
         results["wall_time_s"] = round(time.time() - start_time, 1)

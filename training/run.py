@@ -18,7 +18,6 @@ import time
 START_TIME = time.time()
 
 import logging  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -35,6 +34,7 @@ from dataset_scripts.views import training_pairs  # noqa: E402
 from modeling_ivt import IVTModel  # noqa: E402
 from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
 from modeling_ivt.hub_utils import push_folder_to_hub  # noqa: E402
+from modeling_ivt.safe_io import atomic_output  # noqa: E402
 from training.augmentation import TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
 from training.engine import (  # noqa: E402
@@ -294,9 +294,8 @@ def finetune(config: TrainingConfig) -> dict:
             trained_steps=progress.global_step,
             repo_id=config.push_to_hub,
         )
-        partial_card = best_dir / ".README.md.partial"
-        card.save(partial_card)
-        os.replace(partial_card, best_dir / "README.md")
+        with atomic_output(best_dir / "README.md") as partial_card:
+            card.save(partial_card)
         if config.push_to_hub:
             push_folder_to_hub(
                 best_dir, config.push_to_hub, commit_message=f"IVT fine-tuned on {dataset_display_name(config)}"

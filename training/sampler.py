@@ -1,4 +1,5 @@
-"""Identity sampler: batches of P identities x K pairs, split across processes, seedable and checkpointable."""
+"""Training samplers, split across processes, seedable and checkpointable: identity batches (P identities x K pairs)
+or plain random batches."""
 
 from __future__ import annotations
 
@@ -7,7 +8,47 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 
-class IdentityBatchSampler:
+class EpochBatchSampler:
+    """
+    What the training samplers share: an epoch's batch list for this process (`_epoch_batches`, a pure function of the
+    seed and the epoch), and `state_dict` / `load_state_dict` (used by `Accelerator.register_for_checkpointing`)
+    recording the epoch and how many batches of it were consumed, so a resumed run continues with the very next batch.
+    """
+
+    seed: int
+    epoch: int
+    batches_consumed: int
+
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its first batch, unless a restored state says part of it was already consumed."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.batches_consumed = 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        yield from self._epoch_batches(self.epoch)[self.batches_consumed :]
+
+    def __len__(self) -> int:
+        """Batches left in the current epoch for this process."""
+        return len(self._epoch_batches(self.epoch)) - self.batches_consumed
+
+    def batches_per_epoch(self, epoch: int | None = None) -> int:
+        return len(self._epoch_batches(self.epoch if epoch is None else epoch))
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "batches_consumed": self.batches_consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"the checkpoint's sampler seed is {state['seed']}, this run's is {self.seed}")
+        self.epoch = state["epoch"]
+        self.batches_consumed = state["batches_consumed"]
+
+
+class IdentityBatchSampler(EpochBatchSampler):
     """
     Yields, for one process, batches of `ids_per_batch` distinct identities with `pairs_per_id` pairs each, as lists
     of `(pair_index, item_seed)` keys (see `MLATrainingDataset`).
@@ -84,27 +125,44 @@ class IdentityBatchSampler:
         self._cache = (epoch, mine)
         return mine
 
-    def set_epoch(self, epoch: int) -> None:
-        """Start `epoch` from its first batch, unless a restored state says part of it was already consumed."""
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self.batches_consumed = 0
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        yield from self._epoch_batches(self.epoch)[self.batches_consumed :]
+class RandomBatchSampler(EpochBatchSampler):
+    """
+    Batches of `batch_size` items drawn without replacement from a seeded shuffle of all items, one epoch after
+    another (IRRA's plain random sampler), as `(item_index, item_seed)` keys with the interface of
+    `IdentityBatchSampler`: process r takes batches r, r + N, ... of the epoch's list (cut to a multiple of N), and the
+    last incomplete batch is dropped so that every process contributes a batch of the same size to a gathered loss.
+    """
 
-    def __len__(self) -> int:
-        """Batches left in the current epoch for this process."""
-        return len(self._epoch_batches(self.epoch)) - self.batches_consumed
+    def __init__(self, num_items: int, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (the losses need negatives), got {batch_size}")
+        self.num_items = num_items
+        self.batch_size = batch_size
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.epoch = 0
+        self.batches_consumed = 0
+        self._cache: tuple[int, list[list[tuple[int, int]]]] | None = None
+        if len(self) == 0:
+            raise ValueError(
+                f"not one batch per process: {num_items} training pairs cannot fill {num_replicas} process(es) with "
+                f"batches of {batch_size}"
+            )
 
-    def batches_per_epoch(self, epoch: int | None = None) -> int:
-        return len(self._epoch_batches(self.epoch if epoch is None else epoch))
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = random.Random(f"random-sampler-{self.seed}-{epoch}")
+        order = list(range(self.num_items))
+        rng.shuffle(order)
+        keys = [(index, rng.getrandbits(63)) for index in order]
+        num_batches = len(keys) // self.batch_size // self.num_replicas * self.num_replicas
+        batches = [keys[start * self.batch_size : (start + 1) * self.batch_size] for start in range(num_batches)]
+        mine = batches[self.rank :: self.num_replicas]
+        self._cache = (epoch, mine)
+        return mine
 
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "batches_consumed": self.batches_consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["seed"] != self.seed:
-            raise ValueError(f"the checkpoint's sampler seed is {state['seed']}, this run's is {self.seed}")
-        self.epoch = state["epoch"]
-        self.batches_consumed = state["batches_consumed"]

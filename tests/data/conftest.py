@@ -61,6 +61,26 @@ def _records(image_key: str, splits: tuple[str, str, str]) -> list[dict]:
     ]
 
 
+def _write_late_truncated_copy(source: Path, target: Path) -> None:
+    """A copy of `source` cut near its end: the header still parses, only a full decode finds the missing data."""
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) - 24])
+    with Image.open(source) as original, Image.open(target) as image:
+        assert image.size == original.size  # the header is intact ...
+        with pytest.raises(OSError, match="truncated"):
+            image.load()  # ... and the pixel data is not
+
+
+# Records that look almost right; each appended as record 6 of the annotation file.
+BAD_RECORDS = {
+    "empty_caption_list": {"id": 8, "captions": []},
+    "whitespace_caption": {"id": 9, "captions": ["A man in a coat.", " \t\n "]},
+    "bool_person_id": {"id": True, "captions": ["A man in a coat."]},
+    "attributes_not_a_list": {"id": 10, "captions": ["A man in a coat."], "attributes": "red coat"},
+    "attributes_not_strings": {"id": 11, "captions": ["A man in a coat."], "attributes": ["red coat", 3]},
+}
+
+
 LAYOUTS = {
     "cuhk-pedes": ("reid_raw.json", "file_path", ("train", "val", "test")),
     "icfg-pedes": ("ICFG-PEDES.json", "file_path", ("train", "train", "test")),
@@ -72,7 +92,8 @@ LAYOUTS = {
 def make_raw(tmp_path):
     """make_raw(name, annotation_name=None, broken=()) -> (raw_root, records, images) for a quirky tiny release.
 
-    `broken` adds variants: "missing_image", "truncated_image", "no_captions", "malformed_json".
+    `broken` adds variants: "missing_image", "truncated_image", "no_captions", "malformed_json", and the names
+    of `BAD_RECORDS`.
     """
 
     def make(name: str, annotation_name: str | None = None, broken: tuple[str, ...] = ()):
@@ -83,12 +104,14 @@ def make_raw(tmp_path):
         if "missing_image" in broken:
             records.append({"id": 5, image_key: "cam_a/missing.jpg", "split": splits[0], "captions": ["Gone."]})
         if "truncated_image" in broken:
-            full = raw_root / "imgs" / "cam_a" / "0001_a.jpg"
-            truncated = raw_root / "imgs" / "cam_a" / "truncated.jpg"
-            truncated.write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+            cam_a = raw_root / "imgs" / "cam_a"
+            _write_late_truncated_copy(cam_a / "0001_a.jpg", cam_a / "truncated.jpg")
             records.append({"id": 6, image_key: "cam_a/truncated.jpg", "split": splits[2], "captions": ["Cut."]})
         if "no_captions" in broken:
             records.append({"id": 7, image_key: "cam_a/0001_a.jpg", "split": splits[0]})
+        for variant, record in BAD_RECORDS.items():
+            if variant in broken:
+                records.append({image_key: "cam_a/0001_a.jpg", "split": splits[0], **record})
         text = json.dumps(records, ensure_ascii=False, indent=1)
         if "malformed_json" in broken:
             text = text[:-5]

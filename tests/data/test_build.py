@@ -75,6 +75,11 @@ def test_rstpreid_reads_img_path(make_raw, tmp_path):
         ("missing_image", r"image 'cam_a/missing\.jpg' not found"),
         ("truncated_image", r"image 'cam_a/truncated\.jpg' .* does not decode"),
         ("no_captions", r"reid_raw\.json record 6: missing key 'captions'"),
+        ("empty_caption_list", r"reid_raw\.json record 6: 'captions' is empty"),
+        ("whitespace_caption", r"reid_raw\.json record 6: a caption is empty or whitespace only"),
+        ("bool_person_id", r"reid_raw\.json record 6: 'id' must be an integer, found True"),
+        ("attributes_not_a_list", r"reid_raw\.json record 6: 'attributes' must be a list of strings, found 'red coat'"),
+        ("attributes_not_strings", r"reid_raw\.json record 6: 'attributes' must be a list of strings"),
         ("malformed_json", r"reid_raw\.json is not valid JSON"),
     ],
 )
@@ -116,10 +121,16 @@ def test_existing_output_is_kept_unless_overwrite(make_raw, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     assert (output_dir / "keep.txt").read_text() == "mine"
 
+    # --overwrite replaces a previous build, never a folder of the user's that the builder did not write
+    assert main(["cuhk-pedes", str(raw_root), str(output_dir), "--overwrite"]) == 1
+    assert "not a previous output folder" in capsys.readouterr().err
+    assert (output_dir / "keep.txt").read_text() == "mine"
+
+    shutil.rmtree(output_dir)
+    assert main(["cuhk-pedes", str(raw_root), str(output_dir)]) == 0
     assert main(["cuhk-pedes", str(raw_root), str(output_dir), "--overwrite"]) == 0
     printed = capsys.readouterr().out
     assert "| validation | 1 | 1 | 1 |" in printed
-    assert not (output_dir / "keep.txt").exists()
     assert len(datasets.load_from_disk(str(output_dir))["train"]) == 3
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
 

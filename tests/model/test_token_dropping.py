@@ -1,0 +1,88 @@
+"""Token dropping (BMM) observed through the model: which rows reach the first encoder layer, over many seeds.
+
+A sample of N tokens (N counts [CLS] and, for text, [SEP]) loses k tokens, k uniform in {0, ..., floor(ratio * N)}.
+"""
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from modeling_ivt import IVTModel
+
+from .conftest import tiny_config
+
+SEEDS = range(240)
+
+
+def _encoder_inputs(model: IVTModel, encode) -> list[torch.Tensor]:
+    """Run `encode(seed)` for every seed and return the hidden states that entered the encoder each time."""
+    seen = []
+    handle = model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            for seed in SEEDS:
+                encode(torch.Generator().manual_seed(seed))
+    finally:
+        handle.remove()
+    return seen
+
+
+def _kept_positions(rows: torch.Tensor, embeddings: torch.Tensor) -> list[int]:
+    """The original position of every row that entered the encoder (embeddings differ at every position)."""
+    matches = (rows[:, None, :] == embeddings[None, :, :]).all(dim=-1)
+    assert bool((matches.sum(dim=1) == 1).all()), "a row reached the encoder that is no input token"
+    return matches.float().argmax(dim=1).tolist()
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_text_drops_every_k_up_to_floor_of_ratio_times_n_counting_cls_and_sep(processor, ratio):
+    model = IVTModel(tiny_config(token_drop_ratio=ratio, hidden_dropout_prob=0.0, drop_path_rate=0.0)).train()
+    batch = processor(text=["a tall man in a grey coat with a black bag and blue jeans walking to the left"])
+    input_ids = batch["input_ids"]
+    n = input_ids.shape[1]  # [CLS] + words + [SEP], no padding
+    assert n == 20, "the caption is chosen so that floor(ratio * N) changes if [CLS] or [SEP] is not counted"
+    assert math.floor(ratio * n) != math.floor(ratio * (n - 1))
+    with torch.no_grad():
+        embeddings = model.text_embeddings(input_ids)[0]
+
+    seen = _encoder_inputs(
+        model, lambda generator: model.get_text_features(input_ids, token_drop_generator=generator)
+    )
+    drop_counts = Counter()
+    dropped_ever = set()
+    for rows in seen:
+        kept = _kept_positions(rows[0], embeddings)
+        assert kept[0] == 0, "[CLS] must stay the first token"
+        assert n - 1 in kept, "the final [SEP] must never be dropped"
+        assert len(set(kept)) == len(kept)
+        drop_counts[n - len(kept)] += 1
+        dropped_ever |= set(range(n)) - set(kept)
+    assert sorted(drop_counts) == list(range(math.floor(ratio * n) + 1)), drop_counts
+    assert min(drop_counts.values()) >= len(SEEDS) / (math.floor(ratio * n) + 1) / 3, "k is not drawn uniformly"
+    assert dropped_ever == set(range(1, n - 1)), "every word position must be droppable"
+
+
+def test_image_drops_every_k_up_to_floor_of_ratio_times_n_and_never_the_cls():
+    config = tiny_config(token_drop_ratio=0.25, drop_path_rate=0.0)
+    model = IVTModel(config).train()
+    n = config.num_image_tokens  # [CLS] + patches
+    assert math.floor(0.25 * n) != math.floor(0.25 * (n - 1))
+    torch.manual_seed(0)
+    pixel_values = torch.randn(1, 3, *config.image_size)
+    with torch.no_grad():
+        embeddings = model.image_embeddings(pixel_values)[0]
+
+    seen = _encoder_inputs(
+        model, lambda generator: model.get_image_features(pixel_values, token_drop_generator=generator)
+    )
+    drop_counts = Counter()
+    dropped_ever = set()
+    for rows in seen:
+        kept = _kept_positions(rows[0], embeddings)
+        assert kept[0] == 0, "[CLS] must stay the first token"
+        drop_counts[n - len(kept)] += 1
+        dropped_ever |= set(range(n)) - set(kept)
+    assert sorted(drop_counts) == list(range(math.floor(0.25 * n) + 1)), drop_counts
+    assert dropped_ever == set(range(1, n)), "every patch, the last one included, must be droppable"
