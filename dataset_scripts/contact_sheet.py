@@ -6,7 +6,6 @@ Identities are shown in near-duplicate pairs (attribute distance 1 or 2), the ca
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -15,6 +14,8 @@ import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from modeling_ivt.cli import CommandParser
 
 from .generate import IMAGE_HEIGHT, IMAGE_WIDTH, GeneratorSettings, generate_raw
 
@@ -92,7 +93,7 @@ def make_contact_sheet(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dataset_scripts.contact_sheet", description=__doc__.splitlines()[0]
     )
     parser.add_argument("output_png")

@@ -27,6 +27,7 @@ sizes, seed and difficulty reuses OUTPUT_DIR).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -44,8 +45,8 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
 
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.safe_io import replace_path, write_text_atomic
 
 from .build import build_benchmark, format_counts_table, split_counts
@@ -879,14 +880,16 @@ def ensure_generated_benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser(
-        GeneratorSettings,
-        prog="python -m dataset_scripts.generate",
-        description=f"Generate and build {BENCHMARK_NAME} (cached).",
+    parser = CommandParser(
+        prog="python -m dataset_scripts.generate", description=f"Generate and build {BENCHMARK_NAME} (cached)."
     )
     parser.add_argument("output_dir", help="folder of the built benchmark")
-    parser.add_argument("--num-workers", "--num_workers", type=int, default=2, help="drawing processes")
-    settings, args = parser.parse_args_into_dataclasses(argv)
+    for setting in dataclasses.fields(GeneratorSettings):
+        flag = "--" + setting.name.replace("_", "-")
+        parser.add_argument(flag, type=type(setting.default), default=setting.default, help=setting.metadata["help"])
+    parser.add_argument("--num-workers", type=int, default=2, help="drawing processes")
+    args = parser.parse_args(argv)
+    settings = GeneratorSettings(**{setting.name: getattr(args, setting.name) for setting in dataclasses.fields(GeneratorSettings)})
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dataset_dict = ensure_generated_benchmark(args.output_dir, settings, num_workers=args.num_workers)
     print(f"{BENCHMARK_NAME} at {args.output_dir}")

@@ -87,7 +87,11 @@ class RunSettings:
 
     # Text levels and augmentation, drawn independently for each view
     mla: bool = _option(True, "multi-level alignment: 3 augmented views x (sentence, phrase, word) texts per item")
-    word_max_phrases: int = _option(3, "word level: up to K attribute phrases joined with ', ' (k uniform in 1..K)")
+    word_max_phrases: int | None = _option(
+        None,
+        "word level: k attribute phrases joined with ', ', k uniform in 1..K with K this cap or, when null, the number "
+        "of phrases of the record (as released)",
+    )
     word_level: Literal["attributes", "chunk"] = _option(
         "attributes",
         "word-level text: attributes (record attribute phrases, else phrases from the rule-based chunker) | chunk "
