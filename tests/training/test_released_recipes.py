@@ -13,7 +13,7 @@ def recipe(name):
 def test_fine_tuning_recipes_follow_the_released_code(name, gpus):
     config = recipe(name)
     # CMPM per GPU in the 4-GPU recipes (each process's own batch); RSTPReid ran on one GPU, where both agree
-    assert config.local_loss is (gpus > 1)
+    assert config.finetune.local_loss is (gpus > 1)
     # the loops: CUHK-PEDES counts epochs 1..120, the others 0..120 (121 epochs), timm's cosine from epoch 0
     assert (config.first_epoch, config.num_epochs) == ((1, 120) if name == "cuhk_pedes" else (0, 121))
     assert (config.warmup_prefix, config.schedule_unit, config.warmup_epochs) == (False, "epoch", 5)
