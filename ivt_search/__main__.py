@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from modeling_ivt.cli import CommandParser
-from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor
+from modeling_ivt.loading import add_bf16_argument, add_trust_remote_code_argument, load_model_and_processor
 from modeling_ivt.safe_io import atomic_output
 
 from .index import AddReport, GalleryIndex, ModelMismatchError, read_index_metadata
@@ -29,9 +29,6 @@ def _add_gallery_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --images: each image's person id is the integer name of its folder (<person_id>/<image>)",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images embedded per forward pass")
-    parser.add_argument(
-        "--bf16", action="store_true", help="embed under bfloat16 autocast (fast on GPUs and bf16 CPUs)"
-    )
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -64,17 +61,19 @@ def _open_index(args: argparse.Namespace) -> GalleryIndex:
             "--images FOLDER` (or --dataset BENCHMARK)"
         )
     model_name = args.model or read_index_metadata(args.index_dir)["model"]["name_or_path"]
-    model, processor = load_model_and_processor(model_name, args.device, trust_remote_code=args.trust_remote_code)
-    return GalleryIndex.open(
-        args.index_dir, model, processor, batch_size=getattr(args, "batch_size", 32), bf16=getattr(args, "bf16", False)
+    model, processor = load_model_and_processor(
+        model_name, args.device, trust_remote_code=args.trust_remote_code, bf16=args.bf16
     )
+    return GalleryIndex.open(args.index_dir, model, processor, batch_size=getattr(args, "batch_size", 32))
 
 
 def command_index(args: argparse.Namespace) -> int:
     if Path(args.index_dir).exists() and not args.overwrite:
         raise FileExistsError(f"{args.index_dir} exists: use `add` to extend it, or --overwrite to replace it")
-    model, processor = load_model_and_processor(args.model, args.device, trust_remote_code=args.trust_remote_code)
-    index = GalleryIndex(model, processor, batch_size=args.batch_size, bf16=args.bf16)
+    model, processor = load_model_and_processor(
+        args.model, args.device, trust_remote_code=args.trust_remote_code, bf16=args.bf16
+    )
+    index = GalleryIndex(model, processor, batch_size=args.batch_size)
     _add_images(index, args)
     if len(index) == 0:
         raise ValueError(
@@ -150,13 +149,13 @@ def command_query(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
-        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT."
+        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT or IRRA-family model."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="embed a gallery and save a new index")
     index.add_argument("index_dir")
-    index.add_argument("--model", required=True, help="a saved IVT folder or a Hub repository id")
+    index.add_argument("--model", required=True, help="a saved IVT or IRRA-family model folder or a Hub repository id")
     _add_gallery_arguments(index)
     index.add_argument("--overwrite", action="store_true", help="replace an existing index")
     index.set_defaults(run=command_index)
@@ -190,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs"
         )
         add_trust_remote_code_argument(command)
+        add_bf16_argument(command)
     return parser
 
 

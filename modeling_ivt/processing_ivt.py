@@ -4,7 +4,7 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_ivt import MAX_TEXT_POSITIONS
-from .hub_utils import ProjectCardPushMixin
+from .hub_utils import ProjectHubMixin
 
 # The released model normalises every channel with mean = std = 0.5 (pixels in [-1, 1]).
 IMAGE_MEAN = (0.5, 0.5, 0.5)
@@ -14,7 +14,7 @@ IMAGE_STD = (0.5, 0.5, 0.5)
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
 
 
-class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
+class IVTProcessor(ProjectHubMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
     `max_length` tokens (100 by default; never more than the model's `MAX_TEXT_POSITIONS`, 512); images are converted to RGB,

@@ -173,8 +173,18 @@ class FinetuneSettings:
     ids_per_batch: int = _option(7, "P: identities per batch and process")
     pairs_per_id: int = _option(4, "K: (image, caption) pairs per identity; the batch per process is P x K items")
     local_loss: bool = _option(False, "CMPM per process as released, instead of over features gathered from all")
+    train_caption_words: int | None = _option(
+        None,
+        "training captions with more words than this (counted as the released loaders count them) are cut to it "
+        "(long_train_captions: cut, the released ICFG-PEDES loader) or left out (drop, the released RSTPReid "
+        "loader); evaluation always uses whole captions. null: no limit",
+    )
+    long_train_captions: Literal["cut", "drop"] = _option(
+        "cut", "what train_caption_words does to a longer training caption: cut or drop"
+    )
 
     def __post_init__(self):
+        _check_choices(self)
         if self.ids_per_batch < 2:
             raise ValueError(f"ids_per_batch must be at least 2 (CMPM needs negatives), got {self.ids_per_batch}")
         if self.pairs_per_id < 1:
@@ -210,6 +220,7 @@ class PretrainSettings:
     mlm_probability: float = _option(0.25, "share of caption tokens masked (whole words)")
     mlm_max_masked_tokens: int = _option(8, "at most this many masked tokens per caption")
     max_caption_words: int = _option(50, "captions are cut to this many words")
+    max_caption_tokens: int = _option(50, "[CLS] plus at most this many - 1 caption tokens, no [SEP], as released")
 
 
 def _ivt_config_help() -> dict[str, str]:

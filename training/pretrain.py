@@ -243,7 +243,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         augmentation,
         masking,
         max_words=config.pretrain.max_caption_words,
-        max_length=config.max_text_length,
+        max_length=config.pretrain.max_caption_tokens,
         mla=config.mla,
         word_max_phrases=config.word_max_phrases,
         word_mode=config.word_level,

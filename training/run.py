@@ -51,7 +51,13 @@ from training.engine import (  # noqa: E402
 )
 from training.initialization import build_model_and_processor  # noqa: E402
 from training.loss import distributed_cmpm_loss  # noqa: E402
-from training.mla import IVTForMLATraining, MLACollator, MLATrainingDataset, batch_to_device  # noqa: E402
+from training.mla import (  # noqa: E402
+    IVTForMLATraining,
+    MLACollator,
+    MLATrainingDataset,
+    batch_to_device,
+    caption_word_starts,
+)
 from training.model_card import METRIC_NAMES, build_model_card, metrics_table  # noqa: E402
 from training.pretrain import pretrain  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
@@ -89,6 +95,11 @@ def check_splits(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> 
 
 def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> datasets.Dataset:
     pairs = training_pairs(dataset_dict[config.train_split])
+    limit = config.finetune.train_caption_words
+    if limit is not None and config.finetune.long_train_captions == "drop":
+        captions = pairs["caption"]
+        pairs = pairs.select([index for index, text in enumerate(captions) if len(caption_word_starts(text)) <= limit])
+        logger.info("left out %d training captions of more than %d words", len(captions) - len(pairs), limit)
     if config.finetune.max_train_ids is not None:
         kept = set(sorted(set(pairs["person_id"]))[: config.finetune.max_train_ids])
         pairs = pairs.filter(lambda batch: [pid in kept for pid in batch["person_id"]], batched=True)
@@ -161,7 +172,10 @@ def finetune(config: TrainingConfig) -> dict:
         model.gradient_checkpointing_enable()
     image_size = tuple(model.config.image_size)
     augmentation = TrainAugmentation(image_size, config.pad, config.flip_prob, config.erasing_prob, config.augment)
-    train_dataset = MLATrainingDataset(pairs, augmentation, config.mla, config.word_max_phrases, config.word_level)
+    cut_words = config.finetune.train_caption_words if config.finetune.long_train_captions == "cut" else None
+    train_dataset = MLATrainingDataset(
+        pairs, augmentation, config.mla, config.word_max_phrases, config.word_level, max_caption_words=cut_words
+    )
     sampler = IdentityBatchSampler(
         train_dataset.person_ids,
         config.finetune.ids_per_batch,

@@ -82,7 +82,7 @@ def test_a_model_that_is_not_an_ivt_is_refused(tmp_path):
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)).save_pretrained(
         tmp_path / "bert"
     )
-    with pytest.raises(ValueError, match="is a BertModel .* not an IVT"):
+    with pytest.raises(ValueError, match="is a BertModel .* neither an IVT nor an IRRA-family model"):
         load_model_and_processor(str(tmp_path / "bert"))
 
 
