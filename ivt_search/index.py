@@ -26,12 +26,13 @@ from pathlib import Path
 
 import datasets
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from modeling_ivt.image_utils import ImageTooLargeError, check_image_file, open_image
 from modeling_ivt.loading import embedding_dim
-from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, open_image, recover_replaced, resolve_inside
+from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, recover_replaced, resolve_inside
 from training.retrieval import embed_captions, embed_images
 
 logger = logging.getLogger(__name__)
@@ -114,12 +115,10 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"image {path} cannot be decoded: {error}") from error
+def _skip(path: Path, error: ValueError, strict: bool, skipped: list) -> None:
+    if strict:
+        raise ValueError(f"{error} (fix or remove it; without --strict unreadable files are skipped)") from None
+    skipped.append(SkippedImage(str(path), str(error).removeprefix(f"image {path} ")))
 
 
 def _image_files(files: list[Path]) -> datasets.Dataset:
@@ -159,17 +158,20 @@ class GalleryIndex:
         model ([`IVTModel`] or [`IRRAModel`]): the model that embeds the gallery and the queries (used in eval mode).
         processor ([`IVTProcessor`] or [`IRRAProcessor`]): its processor.
         batch_size (`int`, *optional*, defaults to 32): images or captions per forward pass.
+        max_image_pixels (`int`, *optional*): refuse image files with more pixels, read from their header before
+            decoding (default `modeling_ivt.image_utils.MAX_IMAGE_PIXELS`; 0 for no limit).
 
     The embeddings are float32 whatever the model's dtype; a model loaded with bfloat16 weights
     (`modeling_ivt.loading.load_model_and_processor(..., bf16=True)`) embeds about 3x faster on bf16 hardware.
     """
 
-    def __init__(self, model, processor, batch_size: int = 32):
+    def __init__(self, model, processor, batch_size: int = 32, max_image_pixels: int | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
+        self.max_image_pixels = max_image_pixels
         self.fingerprint = model_fingerprint(model, processor)
         self.image_embeds = torch.empty(0, embedding_dim(model.config))
         self.sources: list[dict] = []
@@ -252,23 +254,28 @@ class GalleryIndex:
         return AddReport(added=len(new_images), already_indexed=len(found) - len(files), skipped=tuple(skipped))
 
     def _embed_files(self, files: list[Path], strict: bool) -> tuple[torch.Tensor, list[SkippedImage]]:
-        """Embeddings of the readable `files`, and the unreadable ones. Files are only opened one by one (to find the
-        culprits) when decoding the batch fails, so a clean gallery is decoded once."""
-        try:
-            return self._embed_images(_image_files(files)), []
-        except (OSError, SyntaxError, ValueError) as error:
-            batch_error = error
-        readable, skipped = [], []
+        """Embeddings of the readable `files`, and the unreadable ones. Only headers are read first, so that an image
+        over the pixel limit is never decoded; files are only opened one by one (to find the culprits) when decoding the
+        batch fails, so a clean gallery is decoded once."""
+        small, skipped = [], []
         for path in files:
             try:
-                open_image(path)
+                check_image_file(path, self.max_image_pixels)
+                small.append(path)
+            except ImageTooLargeError as error:
+                _skip(path, error, strict, skipped)
+        try:
+            return self._embed_images(_image_files(small)), skipped
+        except (OSError, SyntaxError, ValueError) as error:
+            batch_error = error
+        too_large, readable = len(skipped), []
+        for path in small:
+            try:
+                open_image(path, self.max_image_pixels)
                 readable.append(path)
             except ValueError as error:
-                if strict:
-                    message = f"{error} (fix or remove it; without --strict unreadable files are skipped)"
-                    raise ValueError(message) from None
-                skipped.append(SkippedImage(str(path), str(error).removeprefix(f"image {path} ")))
-        if not skipped:
+                _skip(path, error, strict, skipped)
+        if len(skipped) == too_large:
             raise batch_error
         return self._embed_images(_image_files(readable)), skipped
 
@@ -307,7 +314,7 @@ class GalleryIndex:
         source_id = image["source"]
         source = self.sources[source_id]
         if source["type"] == "folder":
-            return _open_rgb(resolve_inside(source["root"], image["path"], what="image path"))
+            return open_image(resolve_inside(source["root"], image["path"], what="image path"), self.max_image_pixels)
         if source_id not in self._datasets:
             self._datasets[source_id] = _load_split(source["path"], source["split"]).select_columns(["image"])
         if image["row"] >= len(self._datasets[source_id]):
@@ -393,11 +400,13 @@ class GalleryIndex:
         return index_dir
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, model, processor, batch_size: int = 32):
+    def open(
+        cls, index_dir: str | os.PathLike, model, processor, batch_size: int = 32, max_image_pixels: int | None = None
+    ):
         """Reopen a saved index for `model`; raises `ModelMismatchError` if it was built with another model."""
         index_dir = Path(index_dir)
         metadata = read_index_metadata(index_dir)
-        index = cls(model, processor, batch_size=batch_size)
+        index = cls(model, processor, batch_size=batch_size, max_image_pixels=max_image_pixels)
         built_with = metadata["model"]
         if built_with["fingerprint"] != index.fingerprint:
             raise ModelMismatchError(

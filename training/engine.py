@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 
@@ -25,20 +24,15 @@ from .config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d+)$")
-
-
 def create_accelerator(
     output_dir,
     mixed_precision: str = "no",
     gradient_accumulation_steps: int = 1,
     report_to: str = "tensorboard",
-    checkpoints_total_limit: int | None = None,
 ) -> Accelerator:
     """
-    An Accelerator whose `save_state()` writes `output_dir/checkpoints/checkpoint_<n>` (keeping the newest
-    `checkpoints_total_limit`) and whose trackers log to `output_dir` (`report_to` "none" disables them; TensorBoard is
-    skipped with a warning when it is not installed).
+    An Accelerator whose trackers log to `output_dir` (`report_to` "none" disables them; TensorBoard is skipped with a
+    warning when it is not installed); checkpoints are `training.checkpointing`'s.
     """
     log_with = None
     if report_to != "none":
@@ -51,8 +45,6 @@ def create_accelerator(
     project_config = ProjectConfiguration(
         project_dir=str(output_dir),
         logging_dir=str(Path(output_dir) / "logs"),
-        automatic_checkpoint_naming=True,
-        total_limit=checkpoints_total_limit,
     )
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
@@ -203,36 +195,6 @@ class TrainingProgress:
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():
             setattr(self, name, value)
-
-
-def latest_checkpoint(output_dir) -> Path | None:
-    """The highest-numbered `checkpoint_<n>` folder under `output_dir/checkpoints`, or None."""
-    folder = Path(output_dir) / "checkpoints"
-    if not folder.is_dir():
-        return None
-    numbered = [(int(m.group(1)), path) for path in folder.iterdir() if (m := CHECKPOINT_PATTERN.search(path.name))]
-    return max(numbered)[1] if numbered else None
-
-
-def resume_from_checkpoint(accelerator: Accelerator, output_dir, checkpoint: str) -> Path:
-    """
-    Restore everything `save_state` wrote (model, optimiser, scaler, RNG states of every process, registered objects
-    such as the sampler, schedule and progress) from `checkpoint` ("latest" or a folder), and continue the checkpoint
-    numbering after it.
-    """
-    path = latest_checkpoint(output_dir) if checkpoint == "latest" else Path(checkpoint)
-    if path is None:
-        raise FileNotFoundError(
-            f"--resume_from_checkpoint latest: no checkpoint_<n> folder in {output_dir}/checkpoints"
-        )
-    if not path.is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint: {path} is not a checkpoint folder")
-    accelerator.load_state(str(path))
-    match = CHECKPOINT_PATTERN.search(path.name)
-    if match:
-        accelerator.project_configuration.iteration = int(match.group(1)) + 1
-    logger.info("resumed from %s", path)
-    return path
 
 
 def set_num_threads(num_threads: int | None) -> None:

@@ -44,11 +44,11 @@ from training.engine import (  # noqa: E402
     derived_seed,
     load_benchmark,
     prepare_output_dir,
-    resume_from_checkpoint,
     set_num_threads,
     tracker_config,
     write_json_atomically,
 )
+from training.checkpointing import CheckpointManager  # noqa: E402
 from training.initialization import build_model_and_processor  # noqa: E402
 from training.loss import distributed_cmpm_loss  # noqa: E402
 from training.mla import (  # noqa: E402
@@ -107,7 +107,7 @@ def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.Dataset
 
 
 def train_one_epoch(
-    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar
+    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar, checkpoints
 ) -> None:
     """Optimiser steps over the rest of this epoch's batches (a multiple of the accumulation steps)."""
     model.train()
@@ -148,7 +148,7 @@ def train_one_epoch(
                 )
                 running_loss, running_count = 0.0, 0
             if config.checkpointing_steps and progress.global_step % config.checkpointing_steps == 0:
-                accelerator.save_state()
+                checkpoints.save()
 
 
 def finetune(config: TrainingConfig) -> dict:
@@ -158,7 +158,6 @@ def finetune(config: TrainingConfig) -> dict:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         report_to=config.report_to,
-        checkpoints_total_limit=config.checkpoints_total_limit,
     )
     set_num_threads(config.num_threads)
     output_dir = prepare_output_dir(config, accelerator)
@@ -199,10 +198,11 @@ def finetune(config: TrainingConfig) -> dict:
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(IVTForMLATraining(model), optimizer)
     progress = TrainingProgress()
-    for stateful in (sampler, scheduler, progress):
-        accelerator.register_for_checkpointing(stateful)
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, config.checkpoints_total_limit, {"sampler": sampler, "scheduler": scheduler, "progress": progress}
+    )
     if config.resume_from_checkpoint:
-        resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
+        checkpoints.resume(config.resume_from_checkpoint)
     accelerator.init_trackers("ivt", config=tracker_config(config))
 
     effective_batch_size = config.finetune.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
@@ -237,6 +237,7 @@ def finetune(config: TrainingConfig) -> dict:
             config=config,
             total_steps=total_steps,
             bar=bar,
+            checkpoints=checkpoints,
         )
         progress.epoch += 1
         sampler.set_epoch(progress.epoch)
@@ -265,7 +266,7 @@ def finetune(config: TrainingConfig) -> dict:
             if accelerator.is_main_process:
                 save_model_folder(accelerator.unwrap_model(model).model, processor, best_dir, overwrite=True)
         if not config.checkpointing_steps:
-            accelerator.save_state()
+            checkpoints.save()
     bar.close()
     accelerator.wait_for_everyone()
 

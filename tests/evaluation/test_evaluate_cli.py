@@ -126,7 +126,7 @@ def test_cli_evaluates_a_hub_model_over_two_processes(tiny_model_dir, tiny_bench
     output = tmp_path / "metrics.json"
     with LocalHub(tmp_path / "hub-storage") as hub:
         hub_env.update(
-            HF_ENDPOINT=hub.endpoint, HF_TOKEN="local-token", HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home")
+            HF_ENDPOINT=hub.endpoint, HF_TOKEN=hub.token, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home")
         )
         upload = (
             "import sys; from huggingface_hub import HfApi; api = HfApi(); "

@@ -36,7 +36,7 @@ def test_two_process_run_trains_evaluates_and_pushes_to_the_hub(tiny_benchmark, 
     with LocalHub(tmp_path / "hub-storage") as hub:
         hub_env = {
             "HF_ENDPOINT": hub.endpoint,
-            "HF_TOKEN": "local-token",
+            "HF_TOKEN": hub.token,
             "HF_HUB_DISABLE_XET": "1",
             "HF_HOME": str(tmp_path / "hf"),
         }
