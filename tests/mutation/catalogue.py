@@ -262,7 +262,7 @@ MUTANTS = [
     ),
     Mutant(
         "run-always-uses-the-per-process-loss", "training wiring", "option ignored", "training/run.py",
-        'loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.local_loss)',
+        'loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.finetune.local_loss)',
         'loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=True)',
         DISTRIBUTED_RUN_TESTS,
     ),
