@@ -66,7 +66,7 @@ def rename_original_key(name: str) -> str | None:
 
 def _require(state_dict: dict, key: str) -> torch.Tensor:
     if key not in state_dict:
-        raise KeyError(f"the checkpoint has no '{key}': is this an IVT checkpoint of the authors' code?")
+        raise ValueError(f"the checkpoint has no '{key}': is this an IVT checkpoint of the authors' code?")
     return state_dict[key]
 
 

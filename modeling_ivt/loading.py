@@ -16,6 +16,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import AutoModel, AutoProcessor
 
+from .conversion_utils import check_vocabulary
 from .inference import inference_dtype
 from .modeling_irra import IRRAModel
 from .modeling_ivt import IVTModel
@@ -101,6 +102,7 @@ def load_model_and_processor(
             f"model {name_or_path} is a {type(model).__name__} (model_type {model.config.model_type!r}), neither an "
             "IVT nor an IRRA-family model"
         )
+    check_vocabulary(model.config, processor.tokenizer, f"model {name_or_path}")
     return model.to(device).eval(), processor
 
 

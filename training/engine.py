@@ -10,6 +10,7 @@ import math
 import os
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -215,16 +216,7 @@ def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
     """The built benchmark; generated first (by the main process, the others wait) when `generate_benchmark` is set."""
     if config.generate_benchmark:
         with accelerator.main_process_first():
-            return ensure_generated_benchmark(
-                config.dataset,
-                num_train_ids=config.gen_num_train_ids,
-                num_val_ids=config.gen_num_val_ids,
-                num_test_ids=config.gen_num_test_ids,
-                images_per_id=config.gen_images_per_id,
-                captions_per_image=config.gen_captions_per_image,
-                seed=config.gen_seed,
-                difficulty=config.gen_difficulty,
-            )
+            return ensure_generated_benchmark(config.dataset, config.generator)
     if not Path(config.dataset).is_dir():
         raise FileNotFoundError(
             f"--dataset {config.dataset}: no built benchmark there; build one with python -m dataset_scripts.build "
@@ -235,6 +227,13 @@ def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
 
 def prepare_output_dir(config: TrainingConfig, accelerator) -> Path:
     output_dir = Path(config.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except PermissionError as error:
+        raise PermissionError(
+            f"--output_dir {output_dir}: cannot write there ({error.strerror}: {error.filename}); choose a folder you can write"
+        ) from None
     checkpoints = output_dir / "checkpoints"
     if config.resume_from_checkpoint is None and checkpoints.is_dir() and any(checkpoints.iterdir()):
         if not config.overwrite_output_dir:
@@ -254,5 +253,11 @@ def write_json_atomically(path: Path, payload: dict) -> None:
 
 
 def tracker_config(config: TrainingConfig) -> dict:
-    """Hyperparameters as TensorBoard accepts them (no None, no lists)."""
-    return {name: (value if isinstance(value, (int, float, str, bool)) else str(value)) for name, value in config.to_dict().items()}
+    """Hyperparameters as TensorBoard accepts them: flat names (`model.hidden_size`), no None, no lists."""
+    flat = {}
+    for name, value in config.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for inner, inner_value in items:
+            key = f"{name}.{inner}" if inner else name
+            flat[key] = inner_value if isinstance(inner_value, (int, float, str, bool)) else str(inner_value)
+    return flat
