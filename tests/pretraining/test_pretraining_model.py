@@ -109,7 +109,11 @@ def test_encoder_moves_to_the_fine_tuning_stride_with_resized_grid_embeddings(
     saved = IVTModel.from_pretrained(tmp_path / "finetune-init")
     assert saved.config.patch_stride == 8
     config = json.loads((tmp_path / "finetune-init" / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_ivt.IVTConfig", "AutoModel": "modeling_ivt.IVTModel"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_ivt.IVTConfig",
+        "AutoModel": "modeling_ivt.IVTModel",
+        "AutoModelForZeroShotImageClassification": "modeling_ivt.IVTModel",
+    }
     torch.testing.assert_close(
         saved.state_dict()["image_embeddings.type_embedding"], new["image_embeddings.type_embedding"]
     )
