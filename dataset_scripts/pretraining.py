@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from modeling_ivt.cli import CommandParser, user_errors
-from modeling_ivt.safe_io import replace_path
+from modeling_ivt.safe_io import check_replaceable, replace_path
 
 
 logger = logging.getLogger(__name__)
@@ -213,6 +213,7 @@ def save_pairs(corpus: PairCorpus, output_dir: str | os.PathLike, overwrite: boo
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(output_dir, datasets.config.DATASET_INFO_FILENAME, what="pair dataset folder")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
 
     def pairs():

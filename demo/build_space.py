@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 
 from modeling_ivt.cli import CommandParser, user_errors
-from modeling_ivt.safe_io import atomic_output
+from modeling_ivt.safe_io import atomic_output, check_replaceable
 from ivt_search.index import EMBEDDINGS_FILE, INDEX_FILE, read_index_metadata
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -43,6 +43,7 @@ def build_space(index_dir, output_dir, model: str | None = None, overwrite: bool
     model = model or metadata["model"]["name_or_path"]
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(output_dir, "app.py", inputs=[index_dir], what="Space folder")
     with atomic_output(output_dir, directory=True) as staging:
         for name in SPACE_FILES:
             shutil.copy2(REPOSITORY / "demo" / name, staging / name)

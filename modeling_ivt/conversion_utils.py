@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .safe_io import atomic_output
+from .safe_io import atomic_output, check_replaceable
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def save_model_folder(model, processor, output_dir, overwrite: bool = False, car
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} already exists and is not empty; pass overwrite=True (--overwrite)")
+    check_replaceable(output_dir, "config.json", what="model folder")
     with atomic_output(output_dir, directory=True) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)

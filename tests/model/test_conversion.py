@@ -89,10 +89,16 @@ def test_converter_cli_refuses_pickled_code_and_keeps_existing_output(tmp_path):
     refused = subprocess.run(args, capture_output=True, text=True)
     assert refused.returncode != 0 and "already exists" in refused.stderr
     assert (existing / "keep.txt").read_text() == "mine"
-    done = subprocess.run(args + ["--overwrite", "--num-heads", "2"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    # --overwrite replaces a previous model folder, never a folder of the user's that the converter did not write
+    not_a_model = subprocess.run(args + ["--overwrite", "--num-heads", "2"], capture_output=True, text=True)
+    assert not_a_model.returncode != 0 and "not a previous model folder" in not_a_model.stderr
+    assert (existing / "keep.txt").read_text() == "mine"
+    (existing / "keep.txt").unlink()
+    for _ in range(2):  # writes into the empty folder, then replaces that model folder
+        done = subprocess.run(args + ["--overwrite", "--num-heads", "2"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
     assert "ignored" in done.stdout and "stride 16" in done.stdout
-    assert (existing / "model.safetensors").is_file() and not (existing / "keep.txt").exists()
+    assert (existing / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

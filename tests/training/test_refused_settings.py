@@ -139,3 +139,17 @@ def test_the_training_command_prints_one_line_for_a_user_error(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --dataset") and "Traceback" not in result.stderr
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_model(tmp_path):
+    model = IVTModel(IVTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                               image_size=(32, 16), patch_stride=16))
+    processor = create_processor(image_size=(32, 16))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a previous model folder"):
+        save_model_folder(model, processor, mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "mine"
+    save_model_folder(model, processor, tmp_path / "model")
+    save_model_folder(model, processor, tmp_path / "model", overwrite=True)  # a model folder is replaced
