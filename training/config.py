@@ -454,6 +454,17 @@ class RecipeArgumentParser(HfArgumentParser):
                 help=argparse.SUPPRESS,
             )
 
+    def parse_known_args(self, args=None, namespace=None):
+        """Any mix of `-` and `_` in a flag's name is that flag (`--no-generate_benchmark`); words after `--` stay."""
+        args = sys.argv[1:] if args is None else list(args)
+        spellings = {_normalised(option): option for option in self._option_string_actions if option.startswith("--")}
+        end = args.index("--") if "--" in args else len(args)
+        for index, token in enumerate(args[:end]):
+            name, equals, value = token.partition("=")
+            if token.startswith("--") and name not in self._option_string_actions:
+                args[index] = spellings.get(_normalised(name), name) + equals + value
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
         """One line on stderr (no usage block), exit status 2."""
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -468,6 +479,10 @@ class RecipeArgumentParser(HfArgumentParser):
         if in_sections:
             return f"unknown option {token}; did you mean --{in_sections[0]}?"
         return f"unknown option {token}{_suggestion(name, known).replace('mean ', 'mean --')} (see --help)"
+
+
+def _normalised(option: str) -> str:
+    return "--" + option[2:].replace("-", "_")
 
 
 def _nullable(convert):
@@ -490,10 +505,11 @@ def build_parser(description: str | None = None, config_file=DEFAULT_CONFIG_FILE
 
 def _given_on_command_line(parser: RecipeArgumentParser, argv: list[str]) -> set[str]:
     """Names (dests) of the settings that `argv` sets."""
+    actions = {_normalised(option): action for option, action in parser._option_string_actions.items()}
     given = set()
     for token in argv:
         if token.startswith("--"):
-            action = parser._option_string_actions.get(token.split("=", 1)[0])
+            action = actions.get(_normalised(token.split("=", 1)[0]))
             if action is not None:
                 given.add(action.dest)
     return given
