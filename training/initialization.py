@@ -1,4 +1,5 @@
-"""The model and processor a run starts from: random, MiniLM text init, ViT + BERT init, or any IVT checkpoint."""
+"""The model and processor a run starts from. IVT: random, MiniLM text init, ViT + BERT init, or any IVT checkpoint.
+IRRA family: random, CLIP, an IRRA checkpoint (with its training heads), or any saved IRRA-family model."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor
 
-from modeling_ivt import IVTConfig, IVTModel, create_processor
+from modeling_ivt import IRRAConfig, IRRAModel, IVTConfig, IVTModel, create_irra_processor, create_processor
 from modeling_ivt.conversion_utils import load_state_dict_file
+from modeling_ivt.convert_clip import irra_from_clip_folder
 from modeling_ivt.convert_pretraining import encoder_from_pretraining
 from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert
 
@@ -144,3 +146,46 @@ def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, obje
             image_size,
         )
     return model, processor, f"IVT checkpoint {config.init}"
+
+
+def irra_config_from_training(config: TrainingConfig) -> IRRAConfig:
+    """A new IRRA-family model: both towers and the embedding `hidden_size` wide, captions of `max_text_length`."""
+    tower = dict(
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+    )
+    return IRRAConfig(
+        text_config={**tower, "max_position_embeddings": config.max_text_length},
+        vision_config={
+            **tower,
+            "image_size": [config.image_height, config.image_width],
+            "patch_size": config.patch_size,
+            "patch_stride": config.patch_stride,
+        },
+        projection_dim=config.hidden_size,
+    )
+
+
+def build_irra_model_and_processor(config: TrainingConfig) -> tuple[IRRAModel, object, str]:
+    """The initial IRRA-family model, its processor and a one-line description of where the weights came from."""
+    image_size = (config.image_height, config.image_width)
+    if config.init == "random":
+        model = IRRAModel(irra_config_from_training(config))
+        return model, create_irra_processor(model.config), "random initialisation"
+    if config.init == "clip":
+        if not config.clip_path:
+            raise ValueError("init=clip needs --clip_path (a CLIPModel folder with config.json and model.safetensors)")
+        model, report = irra_from_clip_folder(config.clip_path, image_size, config.patch_stride)
+        logger.info("CLIP initialisation from %s: %s", config.clip_path, report.summary())
+        return model, create_irra_processor(model.config), f"CLIP {config.clip_path}"
+    model = IRRAModel.from_pretrained(config.init, dtype=torch.float32)
+    if tuple(model.config.vision_config.image_size) != image_size:
+        logger.warning(
+            "%s takes %s images; image_height/image_width (%s) are ignored",
+            config.init,
+            model.config.vision_config.image_size,
+            image_size,
+        )
+    return model, AutoProcessor.from_pretrained(config.init), f"IRRA-family model {config.init}"
