@@ -20,7 +20,7 @@ import gradio as gr
 import torch
 
 from ivt_search import GalleryIndex, read_index_metadata
-from ivt_search.__main__ import load_model_and_processor
+from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor
 
 EXAMPLES = [
     "A woman in a red coat and black trousers, carrying a white handbag.",
@@ -31,13 +31,16 @@ EXAMPLES = [
 HERE = Path(__file__).resolve().parent
 
 
-def load_gallery_index(index_dir: str | os.PathLike, model: str | None = None) -> GalleryIndex:
+def load_gallery_index(
+    index_dir: str | os.PathLike, model: str | None = None, trust_remote_code: bool = False
+) -> GalleryIndex:
     """The index at `index_dir` with its model: `model`, else a `model` folder next to this file, else the one
-    recorded in the index."""
+    recorded in the index; a model's own code runs only with `trust_remote_code` (`--trust-remote-code`)."""
     if model is None and (HERE / "model" / "config.json").is_file():
         model = str(HERE / "model")
     model_name = model or read_index_metadata(index_dir)["model"]["name_or_path"]
-    ivt, processor = load_model_and_processor(model_name, "cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ivt, processor = load_model_and_processor(model_name, device, trust_remote_code=trust_remote_code)
     return GalleryIndex.open(index_dir, ivt, processor)
 
 
@@ -83,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=int(os.environ.get("IVT_TOP_K", "10")))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    add_trust_remote_code_argument(parser)
     args = parser.parse_args(argv)
-    demo = build_demo(load_gallery_index(args.index, args.model), top_k=args.top_k)
+    demo = build_demo(load_gallery_index(args.index, args.model, args.trust_remote_code), top_k=args.top_k)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False)
     return 0
 

@@ -9,21 +9,12 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoProcessor
 
-import modeling_ivt  # noqa: F401  (registers "ivt" with the Auto classes)
-
+from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor
 from modeling_ivt.safe_io import atomic_output
 
 from .index import GalleryIndex, ModelMismatchError, read_index_metadata
 from .picture import RankedQuery, render_ranked_results
-
-
-def load_model_and_processor(model_name_or_path: str, device: str = "cpu"):
-    """An IVT and its processor from a local folder or a Hub repository id."""
-    model = AutoModel.from_pretrained(model_name_or_path, trust_remote_code=True, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(model_name_or_path, trust_remote_code=True)
-    return model.to(device).eval(), processor
 
 
 def _add_gallery_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +41,7 @@ def _add_images(index: GalleryIndex, args: argparse.Namespace) -> int:
 
 def _open_index(args: argparse.Namespace) -> GalleryIndex:
     model_name = args.model or read_index_metadata(args.index_dir)["model"]["name_or_path"]
-    model, processor = load_model_and_processor(model_name, args.device)
+    model, processor = load_model_and_processor(model_name, args.device, trust_remote_code=args.trust_remote_code)
     return GalleryIndex.open(
         args.index_dir, model, processor, batch_size=getattr(args, "batch_size", 32), bf16=getattr(args, "bf16", False)
     )
@@ -59,7 +50,7 @@ def _open_index(args: argparse.Namespace) -> GalleryIndex:
 def command_index(args: argparse.Namespace) -> int:
     if Path(args.index_dir).exists() and not args.overwrite:
         raise FileExistsError(f"{args.index_dir} exists: use `add` to extend it, or --overwrite to replace it")
-    model, processor = load_model_and_processor(args.model, args.device)
+    model, processor = load_model_and_processor(args.model, args.device, trust_remote_code=args.trust_remote_code)
     index = GalleryIndex(model, processor, batch_size=args.batch_size, bf16=args.bf16)
     _add_images(index, args)
     index.save(args.index_dir)
@@ -148,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command in (index, add, query):
         command.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        add_trust_remote_code_argument(command)
     return parser
 
 
@@ -156,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (ModelMismatchError, FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
+    except (ModelMismatchError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

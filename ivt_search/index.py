@@ -26,9 +26,10 @@ from pathlib import Path
 import datasets
 import torch
 from PIL import Image, UnidentifiedImageError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from modeling_ivt.safe_io import atomic_output, recover_replaced, resolve_inside
+from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, recover_replaced, resolve_inside
 from training.retrieval import embed_captions, embed_images
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,11 @@ class GalleryIndex:
             return _open_rgb(resolve_inside(source["root"], image["path"], what="image path"))
         if source_id not in self._datasets:
             self._datasets[source_id] = _load_split(source["path"], source["split"]).select_columns(["image"])
+        if image["row"] >= len(self._datasets[source_id]):
+            raise ValueError(
+                f"index image {position} is row {image['row']} of {source['path']} split {source['split']!r}, which "
+                f"has {len(self._datasets[source_id])} rows: the dataset changed since it was indexed"
+            )
         return self._datasets[source_id][image["row"]]["image"].convert("RGB")
 
     # Search
@@ -270,6 +276,9 @@ class GalleryIndex:
             captions = [captions]
         if not captions:
             raise ValueError("search needs at least one caption")
+        for number, caption in enumerate(captions):
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"query {number + 1} is empty: describe the person to find, e.g. 'a man in a red coat'")
         if len(self) == 0:
             raise ValueError("the index holds no images yet: add a folder or a dataset split first")
         if top_k < 1:
@@ -340,7 +349,13 @@ class GalleryIndex:
                 f"{index.fingerprint[:12]}): their embeddings are not comparable. Query with the model the index was "
                 f"built with, or build a new index with this one."
             )
-        image_embeds = load_file(str(index_dir / EMBEDDINGS_FILE))["image_embeds"]
+        embeddings_file = index_dir / EMBEDDINGS_FILE
+        try:
+            image_embeds = load_file(str(embeddings_file))["image_embeds"]
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{embeddings_file} is not a readable safetensors file: {error}") from None
+        except KeyError:
+            raise ValueError(f"{embeddings_file} holds no 'image_embeds' tensor") from None
         if tuple(image_embeds.shape) != (metadata["num_images"], metadata["embedding_dim"]):
             raise ValueError(
                 f"{index_dir / EMBEDDINGS_FILE} holds {tuple(image_embeds.shape)} embeddings but {INDEX_FILE} lists "
@@ -351,6 +366,13 @@ class GalleryIndex:
             _relocate(source, lambda path: str((index_dir / path).resolve())) for source in metadata["sources"]
         ]
         index.images = metadata["images"]
+        for position, image in enumerate(index.images):
+            source = index.sources[image["source"]]
+            if source["type"] == "folder":
+                try:
+                    resolve_inside(source["root"], image["path"], what="image path")
+                except PathOutsideRootError as error:
+                    raise PathOutsideRootError(f"{index_dir / INDEX_FILE} image {position}: {error}") from None
         return index
 
 
@@ -369,14 +391,52 @@ def read_index_metadata(index_dir: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{index_dir} is not a gallery index: it needs {INDEX_FILE} and {EMBEDDINGS_FILE}")
     try:
         metadata = json.loads(index_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{index_file} is not valid JSON: {error}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{index_file} is not valid JSON: {error}") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{index_file} must hold a JSON object, found {type(metadata).__name__}")
     if metadata.get("format") != INDEX_FORMAT or metadata.get("version") != INDEX_VERSION:
         raise ValueError(
             f"{index_file} is format {metadata.get('format')!r} version {metadata.get('version')!r}; "
             f"expected {INDEX_FORMAT!r} version {INDEX_VERSION}"
         )
+    problem = _metadata_problem(metadata)
+    if problem:
+        raise ValueError(f"{index_file} is damaged: {problem}")
     return metadata
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _metadata_problem(metadata: dict) -> str | None:
+    """What is wrong with a parsed `index.json` (types, counts, references), or None."""
+    model = metadata.get("model")
+    if not isinstance(model, dict) or not all(isinstance(model.get(key), str) for key in ("name_or_path", "fingerprint")):
+        return "'model' must be an object with the strings 'name_or_path' and 'fingerprint'"
+    for key in ("embedding_dim", "num_images"):
+        if not _is_int(metadata.get(key)) or metadata[key] < 0:
+            return f"{key!r} must be a non-negative integer, found {metadata.get(key)!r}"
+    sources, images = metadata.get("sources"), metadata.get("images")
+    if not isinstance(sources, list) or not isinstance(images, list):
+        return "'sources' and 'images' must be lists"
+    for number, source in enumerate(sources):
+        key = "root" if isinstance(source, dict) and source.get("type") == "folder" else "path"
+        if not isinstance(source, dict) or source.get("type") not in ("folder", "dataset") or not isinstance(
+            source.get(key), str
+        ):
+            return f"source {number} must be a folder (with 'root') or a dataset (with 'path'), found {source!r:.100}"
+    if len(images) != metadata["num_images"]:
+        return f"'num_images' is {metadata['num_images']} but 'images' lists {len(images)}"
+    for position, image in enumerate(images):
+        if not isinstance(image, dict) or not _is_int(image.get("source")) or not 0 <= image["source"] < len(sources):
+            return f"image {position} must name a source between 0 and {len(sources) - 1}, found {image!r:.100}"
+        if not isinstance(image.get("path"), str) or not (image.get("person_id") is None or _is_int(image["person_id"])):
+            return f"image {position} needs a string 'path' and an integer or null 'person_id', found {image!r:.100}"
+        if sources[image["source"]]["type"] == "dataset" and not (_is_int(image.get("row")) and image["row"] >= 0):
+            return f"image {position} comes from a dataset but has no valid 'row', found {image!r:.100}"
+    return None
 
 
 def exact_top_k(

@@ -1,7 +1,8 @@
 """
 Move between the pre-training model and the dual encoder:
-- `pretraining_from_ivt`: an `IVTForPreTraining` around an existing IVT (e.g. from `convert_vit_bert`), its fusion
-  layers initialised from the last BERT layers (self-attention, LayerNorms, feed-forward; cross-attention random);
+- `pretraining_from_ivt`: an `IVTForPreTraining` around an existing IVT (e.g. from `convert_vit_bert`), initialised
+  as released from a BERT with its pre-training heads: fusion layer i from BERT layer i (self-attention, LayerNorms,
+  feed-forward; cross-attention random) and the MLM head from BERT's `cls.predictions`;
 - `encoder_from_pretraining`: the `IVTModel` inside a pre-trained model, at a new patch stride (16 -> 12 when moving
   to fine-tuning): the position and type embeddings are resized to the new patch grid, never dropped.
 
@@ -9,8 +10,8 @@ Move between the pre-training model and the dual encoder:
 """
 
 import argparse
+import itertools
 import logging
-import re
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from transformers import AutoProcessor
 
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, resize_position_grid, save_model_folder
-from .convert_vit_bert import InitializationReport
+from .convert_vit_bert import KINDS, InitializationReport, canonical_bert_state_dict, take_tensors
 from .modeling_ivt import IVTModel
 from .modeling_ivt_pretraining import IVTForPreTraining
 
@@ -37,35 +38,45 @@ BERT_FUSION_MAP = {
 }
 
 
+BERT_MLM_HEAD_MAP = {
+    "cls.predictions.transform.dense.weight": "mlm_head.dense.weight",
+    "cls.predictions.transform.dense.bias": "mlm_head.dense.bias",
+    "cls.predictions.transform.LayerNorm.weight": "mlm_head.layer_norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "mlm_head.layer_norm.bias",
+    "cls.predictions.bias": "mlm_head.decoder.bias",
+}
+
+
 def bert_fusion_tensors(bert_state_dict: dict, num_layers: int) -> dict[str, torch.Tensor]:
-    """The last `num_layers` BERT layers renamed to fusion-encoder layers (ALBEF takes BERT's upper layers)."""
-    state_dict = {key.removeprefix("bert."): value for key, value in bert_state_dict.items()}
-    layers = sorted({int(m.group(1)) for key in state_dict if (m := re.match(r"encoder\.layer\.(\d+)\.", key))})
-    if len(layers) < num_layers:
-        raise ValueError(f"the BERT checkpoint has {len(layers)} layers; the fusion encoder needs {num_layers}")
-    tensors = {}
-    for fusion_index, bert_index in enumerate(layers[len(layers) - num_layers :]):
-        for source, target in BERT_FUSION_MAP.items():
-            for kind in ("weight", "bias"):
-                key = f"encoder.layer.{bert_index}.{source}.{kind}"
-                if key in state_dict:
-                    tensors[f"fusion_encoder.layers.{fusion_index}.{target}.{kind}"] = state_dict[key]
-    return tensors
+    """
+    BERT layers `0..num_layers-1` as fusion layers `0..num_layers-1` (the released fusion encoder is BERT's first
+    layers with cross-attention added) and BERT's MLM head (`cls.predictions`; its decoder weight is the word
+    embedding, tied) in `IVTForPreTraining` names. Any layout `canonical_bert_state_dict` reads; the MLM head needs a
+    `BertForMaskedLM` or `BertForPreTraining` checkpoint, such as the Hub's bert-base-uncased.
+    """
+    state_dict = canonical_bert_state_dict(bert_state_dict)
+    mapping = {target: name for name, target in BERT_MLM_HEAD_MAP.items()}
+    for index, (source, target), kind in itertools.product(range(num_layers), BERT_FUSION_MAP.items(), KINDS):
+        mapping[f"fusion_encoder.layers.{index}.{target}.{kind}"] = f"encoder.layer.{index}.{source}.{kind}"
+    return take_tensors(state_dict, mapping, "BERT")
 
 
 def pretraining_from_ivt(
     ivt: IVTModel, bert_state_dict: dict | None = None, **config_overrides
 ) -> tuple[IVTForPreTraining, InitializationReport]:
     """
-    An `IVTForPreTraining` whose dual encoder is a copy of `ivt` and whose fusion layers come from the BERT
-    checkpoint when given. `config_overrides` set pre-training fields (`fusion_num_hidden_layers`, loss weights,
-    `token_drop_ratio`...); the encoder's shape fields must stay as they are.
+    An `IVTForPreTraining` whose dual encoder is a copy of `ivt` and whose fusion layers and MLM head come from the
+    BERT checkpoint when given (`bert_fusion_tensors`; a tensor it lacks is an error naming it). `config_overrides`
+    set pre-training fields (`fusion_num_hidden_layers`, loss weights, `token_drop_ratio`...); the encoder's shape
+    fields must stay as they are.
     """
     config = IVTConfig.from_dict({**ivt.config.to_dict(), **config_overrides})
     config.auto_map = None
     model = IVTForPreTraining(config)
     model.ivt.load_state_dict(ivt.state_dict())
     report = InitializationReport(loaded={f"ivt.{key}": "ivt" for key in ivt.state_dict()})
+    if model.mlm_head.decoder.weight is model.get_input_embeddings().weight:
+        report.loaded["mlm_head.decoder.weight"] = "ivt (tied to the word embeddings)"
     if bert_state_dict is not None:
         expected = model.state_dict()
         tensors = bert_fusion_tensors(bert_state_dict, config.fusion_num_hidden_layers)

@@ -124,7 +124,14 @@ def staging_path(target: str | os.PathLike, directory: bool = False) -> Path:
     with the usual permissions (umask), unlike `tempfile`'s private ones, since it becomes the user's file.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _new_sibling(target, directory)
+    except PermissionError as error:
+        raise PermissionError(f"cannot write {target}: no permission to write in {error.filename}") from None
+
+
+def _new_sibling(target: Path, directory: bool) -> Path:
     while True:
         staged = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}{'' if directory else target.suffix}")
         try:

@@ -151,8 +151,8 @@ class TrainingConfig:
     num_epochs: int = _option(120, "training epochs")
     max_train_steps: int | None = _option(None, "stop after this many optimiser steps (null: num_epochs)")
     warmup_epochs: float = _option(5.0, "linear warm-up length in epochs")
-    warmup_start_lr: float = _option(5e-5, "learning rate at the start of the warm-up")
-    min_lr: float = _option(1e-5, "learning rate at the end of the cosine decay")
+    warmup_start_lr: float = _option(5e-5, "learning rate at the start of the warm-up (the same for every group)")
+    min_lr: float = _option(1e-5, "learning rate at the end of the cosine decay (the same for every group)")
     lr_schedule: str = _option(
         "warmup_cosine",
         "warmup_cosine (warmup_* and min_lr settings) | irra (per epoch: factor warmup_factor rising linearly over\n"
@@ -162,6 +162,14 @@ class TrainingConfig:
     warmup_factor: float = _option(0.1, "lr_schedule irra: learning-rate factor of the first epoch")
     schedule_unit: str = _option(
         "epoch", "epoch: the rate changes once per epoch (as released); step: every optimiser step", ("epoch", "step")
+    )
+    warmup_prefix: bool = _option(
+        False,
+        "false: the cosine runs from epoch 0 and the warm-up overrides its first epochs, reaching min_lr at the last\n"
+        "epoch (as released, timm's CosineLRScheduler); true: the cosine starts after the warm-up",
+    )
+    first_epoch: int = _option(
+        0, "schedule epoch of the first trained epoch: 1 in the released CUHK-PEDES loop (epochs 1..120), 0 elsewhere"
     )
     gradient_accumulation_steps: int = _option(1, "batches per optimiser step")
     max_grad_norm: float | None = _option(None, "clip the gradient norm (null: no clipping, as released)")
@@ -182,8 +190,9 @@ class TrainingConfig:
     fusion_num_hidden_layers: int = _option(6, "pre-training: fusion encoder layers (cross-attention to the image)")
     fusion_init: str | None = _option(
         None,
-        "pre-training: BERT weights for the fusion layers (the last N layers; folder, file or 'minilm'); null: the "
-        "BERT of the encoder's text side (minilm for init=minilm, --bert_path for init=vit_bert), else random",
+        "pre-training: BERT with its MLM head (BertForMaskedLM / BertForPreTraining folder or file) whose layers\n"
+        "0..N-1 initialise the fusion layers and whose cls.predictions the MLM head, as released; null: --bert_path\n"
+        "with init=vit_bert, else random",
     )
     itc_loss_weight: float = _option(1.0, "pre-training: weight of the image-text contrastive loss")
     itm_loss_weight: float = _option(1.0, "pre-training: weight of the image-text matching loss (hard negatives)")

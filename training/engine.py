@@ -93,50 +93,67 @@ def build_optimizer(
     raise ValueError(f"optimizer must be sgd or adamw, got {name!r}")
 
 
-def warmup_cosine_factor(
-    step: int,
-    steps_per_epoch: int,
-    total_steps: int,
-    learning_rate: float,
-    warmup_steps: int,
+def warmup_cosine_rate(
+    position: float,
+    base_lr: float,
+    cosine_end: float,
+    warmup: float,
     warmup_start_lr: float,
     min_lr: float,
-    per_epoch: bool,
+    warmup_prefix: bool,
 ) -> float:
     """
-    Multiplier of the peak rate at optimiser step `step`: linear warm-up from `warmup_start_lr` over `warmup_steps`,
-    then cosine decay to `min_lr` at `total_steps`. With `per_epoch` the rate is held constant within each epoch (the
-    released schedule), evaluated at the epoch's first step.
+    Learning rate of a parameter group whose peak is `base_lr`, at `position` of a warm-up + cosine schedule (timm's
+    `CosineLRScheduler`, the released one): below `warmup`, linear from `warmup_start_lr` towards the peak,
+    `warmup_start_lr + position (base_lr - warmup_start_lr) / warmup`; then the cosine
+    `min_lr + 0.5 (base_lr - min_lr) (1 + cos(pi progress))`, `min_lr` from `cosine_end` on. Without `warmup_prefix`
+    (released) the cosine runs from position 0 (`progress = position / cosine_end`) and the warm-up overrides its
+    start; with it the cosine starts after the warm-up (`progress = (position - warmup) / (cosine_end - warmup)`).
+    `warmup_start_lr` and `min_lr` are the same absolute rates for every group.
     """
-    if per_epoch:
-        step = (step // steps_per_epoch) * steps_per_epoch
-    if step < warmup_steps:
-        rate = warmup_start_lr + (learning_rate - warmup_start_lr) * step / warmup_steps
-    else:
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        rate = min_lr + (learning_rate - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return rate / learning_rate
+    if position < warmup:
+        return warmup_start_lr + position * (base_lr - warmup_start_lr) / warmup
+    start = warmup if warmup_prefix else 0.0
+    progress = min(1.0, (position - start) / max(1.0, cosine_end - start))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 def build_lr_scheduler(
     optimizer: torch.optim.Optimizer,
     steps_per_epoch: int,
     total_steps: int,
-    learning_rate: float,
     warmup_epochs: float,
     warmup_start_lr: float,
     min_lr: float,
     per_epoch: bool,
+    warmup_prefix: bool,
+    first_epoch: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up + cosine schedule stepped once per optimiser step (see `warmup_cosine_factor`)."""
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    """
+    `warmup_cosine_rate` for every parameter group (its own peak: the group's rate when the scheduler is built),
+    stepped once per optimiser step. Positions count optimiser steps from the schedule's epoch 0; training starts at
+    epoch `first_epoch` (the released CUHK-PEDES loop counts epochs 1..120, the ICFG-PEDES and RSTPReid loops
+    0..120). With `per_epoch` the rate is held for each epoch at its value at the epoch's start (the released
+    scheduler is stepped with the epoch number). Without `warmup_prefix` the cosine reaches `min_lr` at the last
+    epoch (or step), as in both released loops; with it at the end of training.
+    """
+    warmup = round(warmup_epochs * steps_per_epoch)
+    offset = first_epoch * steps_per_epoch
 
-    def factor(step: int) -> float:
-        return warmup_cosine_factor(
-            step, steps_per_epoch, total_steps, learning_rate, warmup_steps, warmup_start_lr, min_lr, per_epoch
-        )
+    def position(step: int) -> int:
+        return offset + ((step // steps_per_epoch) * steps_per_epoch if per_epoch else step)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    cosine_end = offset + total_steps if warmup_prefix else position(max(total_steps - 1, 0))
+
+    def factor(base_lr: float):
+        def rate(step: int) -> float:
+            return warmup_cosine_rate(
+                position(step), base_lr, cosine_end, warmup, warmup_start_lr, min_lr, warmup_prefix
+            ) / base_lr
+
+        return rate
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(group["lr"]) for group in optimizer.param_groups])
 
 
 def build_optimizer_and_scheduler(
@@ -173,11 +190,12 @@ def build_optimizer_and_scheduler(
         optimizer,
         steps_per_epoch,
         total_steps,
-        config.learning_rate,
         config.warmup_epochs,
         config.warmup_start_lr,
         config.min_lr,
         per_epoch=config.schedule_unit == "epoch",
+        warmup_prefix=config.warmup_prefix,
+        first_epoch=config.first_epoch,
     )
     return optimizer, scheduler
 

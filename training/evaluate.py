@@ -19,11 +19,9 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import datasets  # noqa: E402
-import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
-from transformers import AutoModel, AutoProcessor  # noqa: E402
 
-import modeling_ivt  # noqa: E402,F401  (registers "ivt" with the Auto classes)
+from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor  # noqa: E402
 from modeling_ivt.safe_io import write_text_atomic  # noqa: E402
 from training.metrics import METRIC_NAMES  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
@@ -63,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the metrics and run details to this JSON file")
     parser.add_argument("--batch-size", type=int, default=64, help="captions or images embedded at once")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    add_trust_remote_code_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -70,10 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     accelerator = Accelerator()
     split_ds = load_split(args.dataset, args.split)
-    model = AutoModel.from_pretrained(
-        args.model, revision=args.revision, trust_remote_code=True, dtype=torch.float32
-    ).to(accelerator.device)
-    processor = AutoProcessor.from_pretrained(args.model, revision=args.revision, trust_remote_code=True)
+    model, processor = load_model_and_processor(
+        args.model, accelerator.device, trust_remote_code=args.trust_remote_code, revision=args.revision
+    )
     metrics = evaluate_split(model, processor, split_ds, batch_size=args.batch_size, accelerator=accelerator)
     if not accelerator.is_main_process:
         return 0

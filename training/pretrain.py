@@ -53,7 +53,7 @@ from .engine import (
     tracker_config,
     write_json_atomically,
 )
-from .initialization import build_model_and_processor, minilm_dir
+from .initialization import build_model_and_processor
 from .pretraining_data import MaskingSettings, PretrainingCollator
 from .retrieval import evaluate_split
 
@@ -148,13 +148,11 @@ def build_corpus(config: TrainingConfig, dataset_dict):
 
 
 def _fusion_bert_state(config: TrainingConfig) -> tuple[dict | None, str]:
-    source = config.fusion_init
+    """BERT weights for the fusion layers and the MLM head: `fusion_init`, else the BERT of init=vit_bert."""
+    source = config.fusion_init or (config.bert_path if config.init == "vit_bert" else None)
     if source is None:
-        source = {"minilm": "minilm", "vit_bert": config.bert_path}.get(config.init)
-    if source is None:
-        return None, "random fusion layers"
-    folder = minilm_dir() if source == "minilm" else Path(source)
-    return load_state_dict_file(folder), f"fusion layers from {source}"
+        return None, "random fusion layers and MLM head"
+    return load_state_dict_file(source), f"fusion layers and MLM head from {source}"
 
 
 def build_pretraining_model(config: TrainingConfig):

@@ -55,3 +55,41 @@ def images():
         Image.new("RGB", (40, 90), (30, 30, 200)),
         Image.new("RGB", (128, 384), (30, 160, 30)),
     ]
+
+
+TINY_IRRA_IMAGE_SIZE = (48, 32)
+
+
+def tiny_irra_config(patch_stride=16, **overrides):
+    """Two narrow towers of two layers each (one head per 16 channels) on 48 x 32 images, CLIP's real vocabulary."""
+    from modeling_ivt import IRRAConfig
+
+    settings = dict(
+        text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+        vision_config=dict(
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=3,
+            intermediate_size=96,
+            image_size=TINY_IRRA_IMAGE_SIZE,
+            patch_stride=patch_stride,
+        ),
+        projection_dim=24,
+    )
+    settings.update(overrides)
+    return IRRAConfig(**settings)
+
+
+@pytest.fixture
+def irra_model():
+    from modeling_ivt import IRRAModel
+
+    torch.manual_seed(0)
+    return IRRAModel(tiny_irra_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def irra_processor():
+    from modeling_ivt import create_irra_processor
+
+    return create_irra_processor(tiny_irra_config())

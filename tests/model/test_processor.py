@@ -4,13 +4,13 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor
 
-from modeling_ivt import IVTProcessor, bert_vocabulary_dir, create_processor
+from modeling_ivt import IVTProcessor, create_processor, minilm_dir
 
 from .conftest import TINY_IMAGE_SIZE
 
 
 def test_processor_uses_the_real_uncased_bert_vocabulary(processor):
-    vocabulary = (bert_vocabulary_dir() / "vocab.txt").read_text().splitlines()
+    vocabulary = (minilm_dir() / "vocab.txt").read_text().splitlines()
     assert len(vocabulary) == 30522 and processor.tokenizer.vocab_size == 30522
     ids = processor(text=["A Woman in a RED Coat"])["input_ids"][0].tolist()
     tokens = processor.tokenizer.convert_ids_to_tokens(ids)

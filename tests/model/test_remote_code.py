@@ -57,3 +57,30 @@ def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path, 
         local = model(**batch)
     torch.testing.assert_close(remote["text"], local.text_embeds)
     torch.testing.assert_close(remote["image"], local.image_embeds)
+
+
+def test_irra_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path, irra_model, irra_processor):
+    from PIL import Image
+
+    folder = tmp_path / "irra"
+    irra_model.save_pretrained(folder)
+    irra_processor.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration_irra.IRRAConfig", "AutoModel": "modeling_irra.IRRAModel"}
+    assert {"configuration_irra.py", "modeling_irra.py", "processing_irra.py", "image_processing_irra.py"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert not {"modeling_ivt.py", "configuration_ivt.py"} & {p.name for p in folder.iterdir()}
+
+    captions = ["A woman in a RED coat &amp; white shoes", "a man"]
+    result = tmp_path / "embeddings.pt"
+    script = LOAD_WITHOUT_PACKAGE.format(folder=str(folder), captions=captions, n=len(captions), result=str(result))
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300)
+
+    remote = torch.load(result, weights_only=True)
+    assert remote["module"].startswith("transformers_modules.")
+    batch = irra_processor(text=captions, images=[Image.new("RGB", (64, 160), (200, 30, 30))] * len(captions))
+    with torch.no_grad():
+        local = irra_model(**batch)
+    torch.testing.assert_close(remote["text"], local.text_embeds)
+    torch.testing.assert_close(remote["image"], local.image_embeds)

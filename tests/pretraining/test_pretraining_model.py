@@ -7,13 +7,13 @@ import textwrap
 
 import pytest
 import torch
-from safetensors.torch import save_file
-from transformers import AutoModel, BertConfig, BertModel
+from transformers import AutoModel, BertConfig, BertForPreTraining, BertModel
 
 from modeling_ivt import IVTForPreTraining, IVTModel
-from modeling_ivt.conversion_utils import resize_position_grid
+from modeling_ivt.conversion_utils import load_state_dict_file, resize_position_grid
 from modeling_ivt.convert_pretraining import encoder_from_pretraining, pretraining_from_ivt
 from modeling_ivt.convert_pretraining import main as convert_main
+from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert
 from tests.model.conftest import tiny_config
 from tests.pretraining.conftest import make_collator
 
@@ -123,26 +123,55 @@ def test_encoder_refuses_a_config_change_that_does_not_fit(pretraining_model):
         encoder_from_pretraining(pretraining_model, hidden_size=64, num_attention_heads=4)
 
 
-def test_fusion_layers_start_from_the_last_bert_layers(tmp_path):
+def test_fusion_layers_and_mlm_head_start_from_bert_as_released(tmp_path):
+    """Fusion layer i from BERT layer i and the MLM head from cls.predictions, read from the Hub's gamma/beta .bin."""
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64))
-    save_file({k: v.contiguous() for k, v in bert.state_dict().items()}, tmp_path / "bert.safetensors")
-    bert_state = bert.state_dict()
-    ivt = IVTModel(tiny_config(patch_stride=16))
-    model, report = pretraining_from_ivt(ivt, bert_state, fusion_num_hidden_layers=2)
+    config = BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+    bert = BertForPreTraining(config)
+    with torch.no_grad():
+        for parameter in bert.parameters():
+            parameter.normal_()
+    source = bert.state_dict()
+    legacy = {
+        key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): value
+        for key, value in source.items()
+        if not key.startswith("cls.predictions.decoder.")
+    }
+    torch.save(legacy, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    ivt, _ = initialize_from_vit_and_bert(tiny_config(patch_stride=16), None, load_state_dict_file(tmp_path))
+    model, report = pretraining_from_ivt(ivt, load_state_dict_file(tmp_path), fusion_num_hidden_layers=2)
     fused = model.state_dict()
-    for fusion_index, bert_index in ((0, 1), (1, 2)):
-        prefix = f"fusion_encoder.layers.{fusion_index}."
-        source = f"encoder.layer.{bert_index}."
-        torch.testing.assert_close(
-            fused[prefix + "self_attn.q_proj.weight"], bert_state[source + "attention.self.query.weight"]
-        )
-        torch.testing.assert_close(fused[prefix + "fc2.bias"], bert_state[source + "output.dense.bias"])
-        torch.testing.assert_close(
-            fused[prefix + "self_attn_layer_norm.weight"], bert_state[source + "attention.output.LayerNorm.weight"]
-        )
-        assert prefix + "cross_attn.q_proj.weight" in report.not_loaded
+    for index in (0, 1):
+        prefix, layer = f"fusion_encoder.layers.{index}.", f"bert.encoder.layer.{index}."
+        for target, name in (
+            ("self_attn.q_proj.weight", "attention.self.query.weight"),
+            ("self_attn.v_proj.bias", "attention.self.value.bias"),
+            ("self_attn.out_proj.weight", "attention.output.dense.weight"),
+            ("self_attn_layer_norm.weight", "attention.output.LayerNorm.weight"),
+            ("self_attn_layer_norm.bias", "attention.output.LayerNorm.bias"),
+            ("fc1.weight", "intermediate.dense.weight"),
+            ("fc2.bias", "output.dense.bias"),
+            ("final_layer_norm.weight", "output.LayerNorm.weight"),
+        ):
+            torch.testing.assert_close(fused[prefix + target], source[layer + name])
+    for target, name in (
+        ("mlm_head.dense.weight", "cls.predictions.transform.dense.weight"),
+        ("mlm_head.layer_norm.weight", "cls.predictions.transform.LayerNorm.weight"),
+        ("mlm_head.layer_norm.bias", "cls.predictions.transform.LayerNorm.bias"),
+        ("mlm_head.decoder.bias", "cls.predictions.bias"),
+        ("mlm_head.decoder.weight", "bert.embeddings.word_embeddings.weight"),
+    ):
+        torch.testing.assert_close(fused[target], source[name])
+    random_fusion = {key.split(".", 3)[3] for key in report.not_loaded if key.startswith("fusion_encoder.")}
+    assert random_fusion == {f"cross_attn{part}" for part in (
+        ".q_proj.weight", ".q_proj.bias", ".k_proj.weight", ".k_proj.bias", ".v_proj.weight", ".v_proj.bias",
+        ".out_proj.weight", ".out_proj.bias", "_layer_norm.weight", "_layer_norm.bias")}
+    assert not [key for key in report.not_loaded if key.startswith(("mlm_head.", "ivt."))]
     for key, value in ivt.state_dict().items():
         torch.testing.assert_close(fused["ivt." + key], value)
-    with pytest.raises(ValueError, match="has 3 layers; the fusion encoder needs 4"):
-        pretraining_from_ivt(ivt, bert_state, fusion_num_hidden_layers=4)
+
+    with pytest.raises(ValueError, match=r"\(3 layers\) lacks 16 tensor.*encoder\.layer\.3\.attention\.self\.query\.weight"):
+        pretraining_from_ivt(ivt, source, fusion_num_hidden_layers=4)
+    bare = BertModel(config)
+    with pytest.raises(ValueError, match="lacks 5 tensor.*: cls.predictions.transform.dense.weight"):
+        pretraining_from_ivt(ivt, bare.state_dict(), fusion_num_hidden_layers=2)

@@ -51,6 +51,7 @@ def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         num_epochs=2,
         warmup_epochs=0.5,
         schedule_unit="step",
+        warmup_prefix=True,
         eval_batch_size=32,
         num_workers=0,
         num_threads=1,

@@ -1,0 +1,60 @@
+"""The one place that decides whether a model folder's own code may run when the project loads a model.
+
+A saved IVT folder carries its modeling code (for people who have only transformers), and a config can name any
+code through `auto_map`. The project's commands load IVTs with the installed `modeling_ivt` package and run a
+folder's or a Hub repository's code only when the user typed `--trust-remote-code` on the command line: never
+because a data file (an index's `index.json`, a Space's settings) names a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+from transformers import AutoModel, AutoProcessor
+
+from .modeling_ivt import IVTModel
+
+logger = logging.getLogger(__name__)
+
+TRUST_REMOTE_CODE_HELP = (
+    "run the Python code that the model folder or Hub repository ships (its config's auto_map) instead of the "
+    "installed IVT code; only for models whose code you have read or whose authors you trust"
+)
+
+
+def add_trust_remote_code_argument(parser: argparse.ArgumentParser) -> None:
+    """`--trust-remote-code`, off unless typed; pass its value to `load_model_and_processor`."""
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+
+
+def load_model_and_processor(
+    name_or_path: str, device: str = "cpu", trust_remote_code: bool = False, revision: str | None = None
+):
+    """
+    An IVT (float32, eval mode, on `device`) and its processor from a folder or a Hub repository id. Without
+    `trust_remote_code` only the installed IVT code runs and anything that is not an IVT is refused (`ValueError`).
+    """
+    if trust_remote_code:
+        logger.warning("--trust-remote-code: running the code that %s ships, if any", name_or_path)
+    try:
+        model = AutoModel.from_pretrained(
+            name_or_path, revision=revision, trust_remote_code=trust_remote_code, dtype=torch.float32
+        )
+        processor = AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if trust_remote_code or "trust_remote_code" not in str(error):
+            raise ValueError(f"model {name_or_path} cannot be loaded: {error}") from error
+        raise ValueError(
+            f"model {name_or_path} asks to run its own code (auto_map in its config), which is not run by default; "
+            f"pass --trust-remote-code only if you trust its authors"
+        ) from None
+    if not trust_remote_code and not isinstance(model, IVTModel):
+        raise ValueError(
+            f"model {name_or_path} is a {type(model).__name__} (model_type {model.config.model_type!r}), not an IVT"
+        )
+    return model.to(device).eval(), processor
+
+
+__all__ = ["TRUST_REMOTE_CODE_HELP", "add_trust_remote_code_argument", "load_model_and_processor"]
