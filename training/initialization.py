@@ -13,6 +13,7 @@ from transformers import AutoProcessor
 from modeling_ivt import IRRAConfig, IRRAModel, IVTConfig, IVTModel, create_irra_processor, create_processor, minilm_dir
 from modeling_ivt.conversion_utils import load_state_dict_file
 from modeling_ivt.convert_clip import irra_from_clip_folder
+from modeling_ivt.convert_irra_checkpoint import TRAINING_ONLY_PREFIXES, convert_irra_state_dict
 from modeling_ivt.convert_pretraining import encoder_from_pretraining
 from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert, shared_tensors_from_post_norm_bert
 
@@ -129,18 +130,28 @@ def irra_config_from_training(config: TrainingConfig) -> IRRAConfig:
     )
 
 
-def build_irra_model_and_processor(config: TrainingConfig) -> tuple[IRRAModel, object, str]:
-    """The initial IRRA-family model, its processor and a one-line description of where the weights came from."""
+def build_irra_model_and_processor(config: TrainingConfig) -> tuple[IRRAModel, object, str, dict[str, torch.Tensor]]:
+    """
+    The initial IRRA-family model, its processor, a one-line description of where the weights came from, and the
+    training-only tensors of an IRRA checkpoint (IRRA's names; empty for the other starts) for
+    `IRRAForRetrievalTraining.load_training_heads`.
+    """
     image_size = (config.image_height, config.image_width)
     if config.init == "random":
         model = IRRAModel(irra_config_from_training(config))
-        return model, create_irra_processor(model.config), "random initialisation"
+        return model, create_irra_processor(model.config), "random initialisation", {}
     if config.init == "clip":
         if not config.clip_path:
             raise ValueError("init=clip needs --clip_path (a CLIPModel folder with config.json and model.safetensors)")
         model, report = irra_from_clip_folder(config.clip_path, image_size, config.patch_stride)
         logger.info("CLIP initialisation from %s: %s", config.clip_path, report.summary())
-        return model, create_irra_processor(model.config), f"CLIP {config.clip_path}"
+        return model, create_irra_processor(model.config), f"CLIP {config.clip_path}", {}
+    if Path(config.init).is_file():
+        state_dict = load_state_dict_file(config.init)
+        model, left_out = convert_irra_state_dict(state_dict)
+        heads = {key: state_dict[key].float() for key in left_out if key.startswith(TRAINING_ONLY_PREFIXES)}
+        logger.info("IRRA checkpoint %s: dual encoder loaded, %d training-head tensors kept", config.init, len(heads))
+        return model, create_irra_processor(model.config), f"IRRA checkpoint {Path(config.init).name}", heads
     model = IRRAModel.from_pretrained(config.init, dtype=torch.float32)
     if tuple(model.config.vision_config.image_size) != image_size:
         logger.warning(
@@ -149,4 +160,4 @@ def build_irra_model_and_processor(config: TrainingConfig) -> tuple[IRRAModel, o
             model.config.vision_config.image_size,
             image_size,
         )
-    return model, AutoProcessor.from_pretrained(config.init), f"IRRA-family model {config.init}"
+    return model, AutoProcessor.from_pretrained(config.init), f"IRRA-family model {config.init}", {}

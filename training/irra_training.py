@@ -32,6 +32,21 @@ class IRRAForRetrievalTraining(nn.Module):
         self.classifier = identity_classifier(embed_dim, num_train_ids) if num_train_ids else None
         self.irr = IRRHead(embed_dim, model.config.text_config.vocab_size) if irr else None
 
+    def load_training_heads(self, tensors: dict[str, torch.Tensor]) -> list[str]:
+        """
+        Load the training-only tensors of an IRRA checkpoint (IRRA's names: `classifier.*`, `cross_attn.*`, ...)
+        into the heads this run trains; returns the loaded names. A classifier over a different number of identities
+        (another training set) stays new, and so does a head this run's losses leave out.
+        """
+        own = self.state_dict()
+        loaded = {}
+        for key, value in tensors.items():
+            name = key if key.startswith("classifier.") else f"irr.{key}"
+            if name in own and own[name].shape == value.shape:
+                loaded[name] = value.to(own[name].dtype)
+        self.load_state_dict(loaded, strict=False)
+        return sorted(loaded)
+
     def forward(
         self,
         pixel_values: torch.Tensor,

@@ -195,8 +195,11 @@ def finetune(config: TrainingConfig) -> dict:
     pairs = select_training_pairs(config, dataset_dict)
 
     set_seed(config.seed)
-    build = build_irra_model_and_processor if config.model_type == "irra" else build_model_and_processor
-    model, processor, init_source = build(config)
+    head_tensors = {}
+    if config.model_type == "irra":
+        model, processor, init_source, head_tensors = build_irra_model_and_processor(config)
+    else:
+        model, processor, init_source = build_model_and_processor(config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     train_dataset, collate, sampler = training_data(config, model, processor, pairs, accelerator)
@@ -214,6 +217,9 @@ def finetune(config: TrainingConfig) -> dict:
     if config.max_train_steps is not None:
         total_steps = min(total_steps, config.max_train_steps)
     wrapped = training_model(config, model, len(class_ids))
+    if head_tensors:
+        loaded = wrapped.load_training_heads(head_tensors)
+        logger.info("training heads from %s: %d of %d tensors loaded", init_source, len(loaded), len(head_tensors))
     optimizer, scheduler = build_optimizer_and_scheduler(wrapped, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(wrapped, optimizer)
     progress = TrainingProgress()
