@@ -18,6 +18,7 @@ from transformers.models.clip.modeling_clip import (
 from transformers.utils import ModelOutput
 
 from .configuration_irra import IRRAConfig, IRRATextConfig, IRRAVisionConfig
+from .hub_utils import ProjectCardPushMixin
 
 
 @dataclass
@@ -82,7 +83,7 @@ class IRRAVisionEmbeddings(nn.Module):
         return embeddings + self.position_embedding(self.position_ids).to(patches.dtype)
 
 
-class IRRAPreTrainedModel(PreTrainedModel):
+class IRRAPreTrainedModel(ProjectCardPushMixin, PreTrainedModel):
     config: IRRAConfig
     config_class = IRRAConfig
     base_model_prefix = "irra"
@@ -202,6 +203,17 @@ class IRRAModel(IRRAPreTrainedModel):
         self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
         self.post_init()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saving with the model code (`register_for_auto_class`) also names this class for the zero-shot image
+        classification pipeline in `auto_map`, which otherwise records only the auto class it was registered for."""
+        if self._auto_class is not None:
+            own_name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModelForZeroShotImageClassification": own_name,
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.get_input_embeddings()
 
@@ -237,17 +249,27 @@ class IRRAModel(IRRAPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         **kwargs,
     ) -> IRRAOutput:
-        r"""Score every caption against every image by the cosine similarity of their embeddings."""
-        if input_ids is None or pixel_values is None:
-            raise ValueError("IRRAModel.forward needs both input_ids and pixel_values; use get_*_features for one side")
-        text_outputs = self.get_text_features(input_ids, attention_mask, **kwargs)
-        vision_outputs = self.get_image_features(pixel_values, **kwargs)
-        text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
-        image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
-        logits_per_text = text_embeds @ image_embeds.t()
+        r"""
+        Score every caption against every image by the cosine similarity of their embeddings. Given one modality
+        only, only its L2-normalised embeddings (and that side's output) are returned: this is what the
+        `feature-extraction` and `image-feature-extraction` pipelines read.
+        """
+        if input_ids is None and pixel_values is None:
+            raise ValueError("IRRAModel.forward needs input_ids (captions), pixel_values (images) or both")
+        text_outputs = vision_outputs = text_embeds = image_embeds = None
+        if input_ids is not None:
+            text_outputs = self.get_text_features(input_ids, attention_mask, **kwargs)
+            text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
+        if pixel_values is not None:
+            vision_outputs = self.get_image_features(pixel_values, **kwargs)
+            image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
+        logits_per_text = logits_per_image = None
+        if text_embeds is not None and image_embeds is not None:
+            logits_per_text = text_embeds @ image_embeds.t()
+            logits_per_image = logits_per_text.t()
         return IRRAOutput(
             logits_per_text=logits_per_text,
-            logits_per_image=logits_per_text.t(),
+            logits_per_image=logits_per_image,
             text_embeds=text_embeds,
             image_embeds=image_embeds,
             text_model_output=text_outputs,

@@ -15,6 +15,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_ivt import IVTConfig
+from .hub_utils import ProjectCardPushMixin
 
 
 @dataclass
@@ -55,22 +56,24 @@ def cmpm_loss(
     """
     Cross-modal projection matching (Zhang & Lu, ECCV 2018) exactly as IVT computes it: raw features projected on the
     other modality's normalised features, no temperature, targets = label rows divided by their L2 norm; the
-    image-to-text and text-to-image KL terms are summed. Computed in fp32 so that bf16 autocast cannot underflow it.
+    image-to-text and text-to-image KL terms are summed. Computed in fp32 with autocast off, so that bf16 autocast
+    cannot round the projections.
     """
-    image_features = image_features.float()
-    text_features = text_features.float()
-    labels = (person_ids.view(-1, 1) == person_ids.view(1, -1)).float()
-    targets = labels / labels.norm(dim=1, keepdim=True)
-    log_targets = torch.log(targets + epsilon)
+    with torch.autocast(image_features.device.type, enabled=False):
+        image_features = image_features.float()
+        text_features = text_features.float()
+        labels = (person_ids.view(-1, 1) == person_ids.view(1, -1)).float()
+        targets = labels / labels.norm(dim=1, keepdim=True)
+        log_targets = torch.log(targets + epsilon)
 
-    image_to_text = image_features @ nn.functional.normalize(text_features, dim=-1).t()
-    text_to_image = text_features @ nn.functional.normalize(image_features, dim=-1).t()
+        image_to_text = image_features @ nn.functional.normalize(text_features, dim=-1).t()
+        text_to_image = text_features @ nn.functional.normalize(image_features, dim=-1).t()
 
-    def kl(projections: torch.Tensor) -> torch.Tensor:
-        log_probs = nn.functional.log_softmax(projections, dim=1)
-        return (log_probs.exp() * (log_probs - log_targets)).sum(dim=1).mean()
+        def kl(projections: torch.Tensor) -> torch.Tensor:
+            log_probs = nn.functional.log_softmax(projections, dim=1)
+            return (log_probs.exp() * (log_probs - log_targets)).sum(dim=1).mean()
 
-    return kl(image_to_text) + kl(text_to_image)
+        return kl(image_to_text) + kl(text_to_image)
 
 
 def drop_tokens(
@@ -290,7 +293,7 @@ class IVTEncoder(nn.Module):
         return hidden_states
 
 
-class IVTPreTrainedModel(PreTrainedModel):
+class IVTPreTrainedModel(ProjectCardPushMixin, PreTrainedModel):
     config: IVTConfig
     config_class = IVTConfig
     base_model_prefix = "ivt"

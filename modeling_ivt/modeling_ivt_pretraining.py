@@ -71,10 +71,11 @@ def itc_loss(
     Returns the loss and the image-to-text and text-to-image logits (local rows, all columns).
     """
     targets = pair_targets(pair_ids, all_pair_ids)
-    logits_per_image = image_embeds.float() @ all_text_embeds.float().t() / temperature
-    logits_per_text = text_embeds.float() @ all_image_embeds.float().t() / temperature
-    image_to_text = -(nn.functional.log_softmax(logits_per_image, dim=1) * targets).sum(dim=1).mean()
-    text_to_image = -(nn.functional.log_softmax(logits_per_text, dim=1) * targets).sum(dim=1).mean()
+    with torch.autocast(image_embeds.device.type, enabled=False):  # fp32 logits even under bf16 autocast
+        logits_per_image = image_embeds.float() @ all_text_embeds.float().t() / temperature
+        logits_per_text = text_embeds.float() @ all_image_embeds.float().t() / temperature
+        image_to_text = -(nn.functional.log_softmax(logits_per_image, dim=1) * targets).sum(dim=1).mean()
+        text_to_image = -(nn.functional.log_softmax(logits_per_text, dim=1) * targets).sum(dim=1).mean()
     return (image_to_text + text_to_image) / 2, logits_per_image, logits_per_text
 
 

@@ -8,6 +8,8 @@ import regex
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .hub_utils import ProjectCardPushMixin
+
 
 def clean_caption(text: str) -> str:
     """CLIP's text cleaning: ftfy's fixes, HTML entities unescaped twice, whitespace collapsed, lower case."""
@@ -15,7 +17,7 @@ def clean_caption(text: str) -> str:
     return regex.sub(r"\s+", " ", text).strip().lower()
 
 
-class IRRAProcessor(ProcessorMixin):
+class IRRAProcessor(ProjectCardPushMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into [`IRRAModel`] inputs exactly as IRRA does. A caption is cleaned
     ([`clean_caption`]), byte-level BPE encoded, wrapped in start-of-text / end-of-text, truncated to `max_length`

@@ -3,10 +3,12 @@
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .hub_utils import ProjectCardPushMixin
+
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
 
 
-class IVTProcessor(ProcessorMixin):
+class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
     `max_length` tokens (100 by default; never more than the model's 512 text positions); images are converted to RGB,

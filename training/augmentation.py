@@ -36,15 +36,16 @@ def random_erasing(
     pixels: torch.Tensor,
     generator: torch.Generator,
     probability: float = 0.5,
-    scale: tuple[float, float] = (0.02, 0.33),
-    ratio: tuple[float, float] = (0.3, 3.3),
+    scale: tuple[float, float] = (0.02, 1 / 3),
+    ratio: tuple[float, float] = (0.3, 1 / 0.3),
     attempts: int = 10,
     fill: tuple[float, ...] | None = None,
 ) -> torch.Tensor:
     """
     With `probability`, replace one rectangle (area a uniform `scale` fraction of the image, log-uniform aspect
     `ratio`) with standard-normal noise, per pixel and channel, or with one `fill` value per channel; up to `attempts`
-    draws to find a rectangle that fits.
+    draws to find a rectangle that fits. The default bounds are timm's `RandomErasing`, which the released code uses:
+    area 0.02 to 1/3 of the image, aspect 0.3 to 1/0.3.
     """
     if _uniform(generator) >= probability:
         return pixels
@@ -166,5 +167,6 @@ class IRRATrainAugmentation:
             generator,
             probability=self.erasing_prob,
             scale=self.erasing_scale,
+            ratio=(0.3, 3.3),
             fill=tuple(self.mean.flatten().tolist()),
         )

@@ -97,7 +97,11 @@ class TrainingConfig:
 
     # Objective
     mla: bool = _option(True, "multi-level alignment: 3 augmented views x (sentence, phrase, word) texts per item")
-    word_max_phrases: int = _option(3, "word level: up to K attribute phrases joined with ', ' (k uniform in 1..K)")
+    word_max_phrases: int | None = _option(
+        None,
+        "word level: k attribute phrases joined with ', ', k uniform in 1..K with K this cap or, when null, the number\n"
+        "of phrases of the record (as released)",
+    )
     word_level: str = _option(
         "attributes",
         "word-level text: attributes (record attribute phrases, else phrases from the rule-based chunker) | chunk "

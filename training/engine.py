@@ -55,12 +55,16 @@ def create_accelerator(
         automatic_checkpoint_naming=True,
         total_limit=checkpoints_total_limit,
     )
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
         log_with=log_with,
         project_config=project_config,
     )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # accelerate would silently train in fp32: it has no fp16 autocast with loss scaling on a CPU
+        raise ValueError("--mixed_precision fp16 needs a GPU (fp16 autocast with loss scaling); on a CPU use bf16")
+    return accelerator
 
 
 def derived_seed(*parts) -> int:

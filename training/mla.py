@@ -33,24 +33,34 @@ def sentence_level(caption: str) -> str:
     return caption.strip().lower()
 
 
+def _sentences(caption: str) -> list[str]:
+    """The lower-cased caption cut at "." after stripping its end periods and brackets, as the released code does."""
+    return caption.lower().strip(".").strip("[").strip("]").split(".")
+
+
 def phrase_candidates(caption: str) -> list[str]:
     """
-    Per sentence (split on "."): the longest comma chunk, and the other chunks re-joined with ","; candidates of more
-    than 5 characters (released rule).
+    The released phrase rule: per sentence, the longest comma chunk and the other chunks re-joined with "," (commas
+    at the ends of the re-joined text removed); a candidate is kept when it is longer than 5 characters as it stands,
+    and only then stripped of surrounding spaces (so " a hat" is kept as "a hat", and "grey trousers, " becomes
+    "grey trousers,").
     """
     candidates = []
-    for sentence in caption.lower().split("."):
+    for sentence in _sentences(caption):
         chunks = sentence.split(",")
         longest = max(range(len(chunks)), key=lambda index: len(chunks[index]))
-        rest = ",".join(chunk for index, chunk in enumerate(chunks) if index != longest)
-        candidates.extend(text.strip() for text in (chunks[longest], rest) if len(text.strip()) > MIN_CHUNK_CHARS)
-    return candidates
+        rest = (",".join(chunks[:longest]) + "," + ",".join(chunks[longest + 1 :])).strip(",")
+        candidates.extend(text for text in (chunks[longest], rest) if len(text) > MIN_CHUNK_CHARS)
+    return [text.strip(" ") for text in candidates]
 
 
 def chunk_candidates(caption: str) -> list[str]:
-    """Comma or period chunks longer than 5 characters (the released word level of ICFG-PEDES and RSTPReid)."""
-    chunks = re.split(r"[.,]", caption.lower())
-    return [chunk.strip() for chunk in chunks if len(chunk.strip()) > MIN_CHUNK_CHARS]
+    """
+    The released word level of ICFG-PEDES and RSTPReid: every comma chunk of every sentence that is longer than 5
+    characters as it stands, then stripped of surrounding spaces.
+    """
+    chunks = [chunk for sentence in _sentences(caption) for chunk in sentence.split(",")]
+    return [chunk.strip(" ") for chunk in chunks if len(chunk) > MIN_CHUNK_CHARS]
 
 
 def attribute_phrases_from_caption(caption: str) -> list[str]:
@@ -72,10 +82,13 @@ def phrase_level(caption: str, rng: random.Random) -> str:
     return rng.choice(candidates) if candidates else sentence_level(caption)
 
 
-def word_level(caption: str, attributes: list[str], rng: random.Random, max_phrases: int, mode: str) -> str:
+def word_level(
+    caption: str, attributes: list[str], rng: random.Random, max_phrases: int | None, mode: str
+) -> str:
     """
-    mode "attributes": k uniform in 1..max_phrases attribute phrases (the record's, else the chunker's) joined with
-    ", "; mode "chunk": one comma/period chunk. Falls back to the phrase level when nothing qualifies.
+    mode "attributes": k attribute phrases (the record's, else the chunker's) joined with ", ", k uniform in 1..the
+    number of phrases as released (capped at `max_phrases` when given); mode "chunk": one comma chunk. Falls back to
+    the phrase level when nothing qualifies (where the released code would fail).
     """
     if mode == "chunk":
         candidates = chunk_candidates(caption)
@@ -83,7 +96,7 @@ def word_level(caption: str, attributes: list[str], rng: random.Random, max_phra
     phrases = [phrase.lower() for phrase in attributes] or attribute_phrases_from_caption(caption)
     if not phrases:
         return phrase_level(caption, rng)
-    count = rng.randint(1, min(max_phrases, len(phrases)))
+    count = rng.randint(1, len(phrases) if max_phrases is None else min(max_phrases, len(phrases)))
     return ", ".join(rng.sample(phrases, count))
 
 
@@ -100,7 +113,7 @@ class MLATrainingDataset(torch.utils.data.Dataset):
         pairs: datasets.Dataset,
         augmentation: TrainAugmentation,
         mla: bool = True,
-        word_max_phrases: int = 3,
+        word_max_phrases: int | None = None,
         word_mode: str = "attributes",
     ):
         self.pairs = pairs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from modeling_ivt.hub_utils import PIPELINE_TAG, RISKS, USAGE
+from modeling_ivt.hub_utils import PIPELINE_TAG, RISKS, TAGS, USAGE
 
 from .config import TrainingConfig
 
@@ -75,7 +75,7 @@ def _metadata(config: TrainingConfig, dataset_name: str, model_name: str, test_m
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
         license="apache-2.0",
-        tags=[config.model_type, "text-based-person-retrieval", "person-search", "custom_code"],
+        tags=[config.model_type, *TAGS],
         datasets=[dataset_name],
         base_model=base_model,
         model_name=model_name,

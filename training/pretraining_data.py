@@ -132,7 +132,7 @@ class PretrainingCollator:
         max_words: int = 50,
         max_length: int = 100,
         mla: bool = False,
-        word_max_phrases: int = 3,
+        word_max_phrases: int | None = None,
         word_mode: str = "attributes",
         seed: int = 0,
     ):

@@ -2,13 +2,13 @@
 
 With an `accelerate.Accelerator`, every process embeds its share of the batches and `gather_for_metrics` hands every
 process the full matrices in the original order (the padding that evens out the last batch is dropped). Without one,
-a plain loop runs on the model's device.
+a plain loop runs on the model's device. Embeddings are computed without autocast whatever the training precision
+(an fp32 model evaluates in fp32, as the released evaluation does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 
 import datasets
 import torch
@@ -58,14 +58,14 @@ def _embed(
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
         model = accelerator.unwrap_model(model)
-        device, autocast, show = accelerator.device, accelerator.autocast(), accelerator.is_local_main_process
+        device, show = accelerator.device, accelerator.is_local_main_process
     else:
-        device, autocast, show = model.device, nullcontext(), True
+        device, show = model.device, True
     was_training = model.training
     model.eval()
     chunks = []
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
             for batch in tqdm(loader, desc=f"Embedding {description}", unit="batch", disable=not show):
                 batch = {name: value.to(device) for name, value in batch.items()}
                 embeds = torch.nn.functional.normalize(encode(model, batch).float(), dim=-1)

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from bench.model_speed import top1_agreement
 from bench.run import format_report, main, read_main_job
 
 
@@ -38,7 +39,8 @@ def test_quick_benchmark_reports_every_section(tmp_path, capsys, one_thread):
         and report["embedding"]["image_stride16"]["tokens"] == 193
     )
     top1 = report["embedding"]["top1_random_init"]
-    assert top1["queries"] == 12 and 0 <= top1["identical_top1"] <= 12
+    # bf16 rounding (every cosine above 0.99) can swap near-tied galleries, but not most of the 12 rankings
+    assert top1["queries"] == 12 and top1["identical_top1"] >= 9, top1
     for precision in ("fp32", "bf16"):
         training = report["training"][precision]
         assert training["pairs"] == 6 and training["pairs_per_s"] > 0 and training["peak_rss_mib"] > 0
@@ -59,3 +61,12 @@ def test_quick_benchmark_reports_every_section(tmp_path, capsys, one_thread):
 
 def test_missing_main_job_is_reported_as_not_run(tmp_path):
     assert read_main_job(tmp_path / "nowhere")["status"].startswith("not run")
+
+
+def test_top1_agreement_counts_the_queries_whose_best_gallery_image_is_unchanged():
+    gallery = torch.eye(4)
+    queries = torch.tensor([[1.0, 0.2, 0, 0], [0, 1.0, 0.9, 0], [0, 0, 0.2, 1.0]])
+    # the second query's best image moves from 1 to 2; 3 queries, 4 gallery images (a transposed count reads 4)
+    swapped = torch.tensor([[1.0, 0.2, 0, 0], [0, 0.9, 1.0, 0], [0, 0, 0.2, 1.0]])
+    assert top1_agreement(queries, gallery, queries, gallery) == {"queries": 3, "identical_top1": 3}
+    assert top1_agreement(queries, gallery, swapped, gallery) == {"queries": 3, "identical_top1": 2}

@@ -1,6 +1,8 @@
 import json
+import logging
 import random
 import re
+import threading
 
 import datasets
 import numpy as np
@@ -172,3 +174,27 @@ def test_a_benchmark_without_validation_identities_has_no_validation_split(tmp_p
     )
     assert sorted(built) == ["test", "train"]
     assert len(built["test"]) == 4
+
+
+def test_concurrent_callers_wait_for_one_build(tmp_path, caplog):
+    """Two training processes starting at once on a missing benchmark: one generates, the other waits and reuses."""
+    output_dir = tmp_path / "drawn"
+    results, errors = [], []
+
+    def call():
+        try:
+            results.append(ensure_generated_benchmark(output_dir, num_workers=1, **TINY))
+        except Exception as error:  # reported below; a thread would otherwise swallow it
+            errors.append(error)
+
+    caplog.set_level(logging.INFO, logger="dataset_scripts.generate")
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    messages = [record.getMessage() for record in caplog.records if record.name == "dataset_scripts.generate"]
+    assert sum(message.startswith("Generating") for message in messages) == 1, messages
+    assert sum(message.startswith("Reusing") for message in messages) == 1, messages
+    assert results[0]["train"]["captions"] == results[1]["train"]["captions"]

@@ -46,6 +46,27 @@ def test_embeddings_are_normalised_and_independent_of_batching(loaded, tiny_benc
     assert not model.training
 
 
+def test_embeddings_are_fp32_under_a_mixed_precision_accelerator(loaded, tiny_benchmark):
+    """A bf16 training run still evaluates in fp32, as the released evaluation does."""
+    from accelerate import Accelerator
+
+    model, processor = loaded
+    test_split = datasets.load_from_disk(str(tiny_benchmark))["test"]
+    captions, _ = views.queries(test_split)
+    gallery = views.gallery(test_split)
+    fp32_text = embed_captions(model, processor, captions, batch_size=8)
+    fp32_images = embed_images(model, processor, gallery, batch_size=8)
+    accelerator = Accelerator(mixed_precision="bf16", cpu=True)
+    text = embed_captions(model, processor, captions, batch_size=8, accelerator=accelerator)
+    images = embed_images(model, processor, gallery, batch_size=8, accelerator=accelerator)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pixel_values = processor(images=[gallery[index]["image"] for index in range(8)])["pixel_values"]
+        bf16_images = model.get_image_features(pixel_values).pooler_output
+    torch.testing.assert_close(text, fp32_text, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(images, fp32_images, atol=1e-6, rtol=1e-6)
+    assert (torch.nn.functional.normalize(bf16_images.float(), dim=-1) - fp32_images[:8]).abs().max() > 1e-4
+
+
 def test_evaluate_split_scores_queries_against_the_gallery(loaded, tiny_benchmark):
     model, processor = loaded
     test_split = datasets.load_from_disk(str(tiny_benchmark))["test"]

@@ -175,6 +175,19 @@ def test_cmpm_rewards_matching_pairs():
     assert matched < shuffled
 
 
+def test_cmpm_under_bf16_autocast_is_the_fp32_loss():
+    """Autocast would run the projections in bf16 (about 1e-3 relative error here); the loss must stay fp32."""
+    generator = torch.Generator().manual_seed(0)
+    image_features = 0.3 * torch.randn(32, 96, generator=generator)
+    text_features = image_features + 0.3 * torch.randn(32, 96, generator=generator)
+    person_ids = torch.arange(32) // 2
+    expected = cmpm_loss(image_features, text_features, person_ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = cmpm_loss(image_features, text_features, person_ids)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, expected, rtol=1e-6, atol=0)
+
+
 def test_loss_is_returned_with_person_ids_and_backpropagates(model, processor, captions, images):
     model.train()
     out = model(**processor(text=captions, images=images), person_ids=torch.tensor([3, 5, 3]))

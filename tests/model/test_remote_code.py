@@ -66,7 +66,11 @@ def test_irra_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path, i
     irra_model.save_pretrained(folder)
     irra_processor.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_irra.IRRAConfig", "AutoModel": "modeling_irra.IRRAModel"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_irra.IRRAConfig",
+        "AutoModel": "modeling_irra.IRRAModel",
+        "AutoModelForZeroShotImageClassification": "modeling_irra.IRRAModel",
+    }
     assert {"configuration_irra.py", "modeling_irra.py", "processing_irra.py", "image_processing_irra.py"} <= {
         p.name for p in folder.iterdir()
     }

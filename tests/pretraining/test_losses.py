@@ -58,6 +58,20 @@ def test_itc_loss_of_a_shard_against_gathered_columns_is_its_rows_of_the_full_lo
     assert ((halves[0] + halves[1]) / 2).item() == pytest.approx(full.item(), rel=1e-6)
 
 
+def test_itc_logits_and_loss_stay_fp32_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(16, 64, generator=generator), dim=-1)
+    text = torch.nn.functional.normalize(image + 0.5 * torch.randn(16, 64, generator=generator), dim=-1)
+    pair_ids = torch.arange(16)
+    temperature = torch.tensor(0.07)
+    expected = itc_loss(image, text, image, text, pair_ids, pair_ids, temperature)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = itc_loss(image, text, image, text, pair_ids, pair_ids, temperature)
+    assert got[1].dtype == torch.float32
+    for value, reference in zip(got, expected, strict=True):
+        torch.testing.assert_close(value, reference, rtol=1e-6, atol=1e-6)
+
+
 def test_hard_negatives_are_never_positives_even_when_positives_dominate():
     logits = torch.tensor([[50.0, 49.0, -3.0, -4.0], [0.0, 60.0, 60.0, 1.0], [9.0, 9.0, 9.0, 9.0]])
     positives = torch.tensor([[True, True, False, False], [False, True, True, False], [False, False, True, False]])

@@ -1,5 +1,5 @@
 """Real multi-process pre-training (two gloo processes started by `accelerate launch`): gathered ITC equals the
-single-process loss, and a short run on a local corpus trains, checkpoints, resumes exactly and saves a loadable model."""
+single-process loss, ITM hard negatives come from both processes, and a short run on a local corpus trains, checkpoints, resumes exactly and saves a loadable model."""
 
 import json
 import os
@@ -42,8 +42,25 @@ GATHERED_ITC = textwrap.dedent(
     loss = out.itc_loss.detach().clone()
     torch.distributed.all_reduce(loss)
     n = accelerator.num_processes
+
+    # ITM hard negatives: which process's sequences reach the fusion encoder as negatives
+    fusion_inputs = []
+    model.fusion_encoder.register_forward_pre_hook(lambda module, args: fusion_inputs.append(args))
+    negative_sources = {{"text": [], "image": []}}
+    with torch.no_grad():
+        for seed in range(8):
+            fusion_inputs.clear()
+            model(**local, generator=torch.Generator().manual_seed(seed * n + accelerator.process_index))
+            texts, _, images, _ = fusion_inputs[0]  # the ITM call: positives, then both kinds of negatives
+            for kind, rows in (("text", texts[size : 2 * size]), ("image", images[2 * size :])):
+                own = texts[:size] if kind == "text" else images[:size]
+                everyone = torch.cat(accelerator.gather(own[None]).unbind(0))
+                for row in rows:
+                    match = (everyone == row).flatten(1).all(dim=1).nonzero().flatten().tolist()
+                    negative_sources[kind].append(match[0] // size if len(match) == 1 else -1)
+    sources = accelerator.gather(torch.tensor([negative_sources["text"], negative_sources["image"]])[None])
     if accelerator.is_main_process:
-        torch.save({{"loss": loss / n, "grad": grad / n, "processes": n}}, {result!r})
+        torch.save({{"loss": loss / n, "grad": grad / n, "processes": n, "sources": sources}}, {result!r})
     accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
     """
@@ -84,6 +101,13 @@ def test_itc_over_two_processes_equals_one_process_on_the_whole_batch(tmp_path, 
     out.itc_loss.backward()
     torch.testing.assert_close(distributed["loss"], out.itc_loss.detach())
     torch.testing.assert_close(distributed["grad"], model.ivt.final_layer_norm.weight.grad)
+
+    # sources[rank, kind] lists, for each hard negative that rank drew, the rank whose pair it is (-1: no pair's)
+    sources = distributed["sources"]
+    assert bool((sources >= 0).all()), "every ITM negative must be one of the gathered pairs"
+    for rank in range(2):
+        for kind in range(2):
+            assert rank in sources[rank, kind].tolist() and 1 - rank in sources[rank, kind].tolist(), (rank, kind)
 
 
 def test_two_process_pretraining_checkpoints_resumes_exactly_and_saves_a_loadable_model(tmp_path, json_corpus):

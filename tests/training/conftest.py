@@ -52,6 +52,7 @@ def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         warmup_epochs=0.5,
         schedule_unit="step",
         warmup_prefix=True,
+        word_max_phrases=3,
         eval_batch_size=32,
         num_workers=0,
         num_threads=1,

@@ -1,5 +1,6 @@
 """MLA text levels, the MLA batch layout and the train augmentation."""
 
+import inspect
 import random
 
 import pytest
@@ -34,16 +35,39 @@ def test_phrase_candidates_follow_the_released_rule():
     assert phrase_level("Hi.", random.Random(0)) == "hi."
 
 
+def test_the_length_test_comes_before_stripping_and_only_spaces_are_stripped():
+    # " a hat" has 6 characters as it stands: kept, then stripped to "a hat" (5 characters)
+    assert phrase_candidates("A tall woman in a long red dress, a hat.") == ["a tall woman in a long red dress", "a hat"]
+    # the re-joined rest ", grey trousers, " loses its end commas only where they are at the very end: the trailing
+    # space keeps the last one, and stripping spaces afterwards leaves it
+    assert phrase_candidates("A man with a backpack, grey trousers, .") == ["a man with a backpack", "grey trousers,"]
+    # the rest re-joined around the longest chunk keeps its inner comma
+    assert phrase_candidates("red cap, a man in a long black coat, blue jeans") == [
+        "a man in a long black coat",
+        "red cap, blue jeans",
+    ]
+    # end periods, then brackets are stripped, then the split at "." (here the period inside the bracket); " a cap"
+    # has 6 characters as it stands, while " bag" (4) is dropped and " flats" (6) kept
+    assert chunk_candidates("[A woman wearing a white top, black shorts, and sandals, a cap.]") == [
+        "a woman wearing a white top",
+        "black shorts",
+        "and sandals",
+        "a cap",
+    ]
+    assert chunk_candidates("A girl in a pink skirt, bag, flats.") == ["a girl in a pink skirt", "flats"]
+
+
 def test_word_level_uses_attribute_phrases_or_the_chunker():
     attributes = ["red shirt", "blue jeans", "black bag", "white shoes"]
     rng = random.Random(1)
-    seen_counts = set()
-    for _ in range(50):
-        text = word_level(CAPTION, attributes, rng, max_phrases=3, mode="attributes")
-        parts = text.split(", ")
-        assert set(parts) <= set(attributes) and len(parts) == len(set(parts))
-        seen_counts.add(len(parts))
-    assert seen_counts == {1, 2, 3}
+    for cap, counts in ((None, {1, 2, 3, 4}), (3, {1, 2, 3})):
+        seen_counts = set()
+        for _ in range(100):
+            text = word_level(CAPTION, attributes, rng, max_phrases=cap, mode="attributes")
+            parts = text.split(", ")
+            assert set(parts) <= set(attributes) and len(parts) == len(set(parts))
+            seen_counts.add(len(parts))
+        assert seen_counts == counts  # released: k uniform in 1..the number of phrases
 
     phrases = attribute_phrases_from_caption(CAPTION)
     assert {"long hair", "red shirt", "blue jeans", "black bag", "white shoes"} <= set(phrases)
@@ -106,6 +130,8 @@ def test_flip_and_padded_crop_and_erasing():
     changed = (erased != 0).any(dim=0)
     assert 0.02 * 48 * 16 * 0.5 <= changed.sum() <= 0.33 * 48 * 16 * 1.5
     assert torch.equal(random_erasing(torch.zeros(3, 8, 8), torch.Generator(), probability=0.0), torch.zeros(3, 8, 8))
+    defaults = inspect.signature(random_erasing).parameters
+    assert (defaults["scale"].default, defaults["ratio"].default) == ((0.02, 1 / 3), (0.3, 1 / 0.3))  # timm's bounds
 
 
 def test_bad_augmentation_settings_are_rejected():

@@ -66,25 +66,3 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_benchmark, 
 
     with pytest.raises(FileExistsError, match="resume_from_checkpoint latest"):
         main(tiny_recipe(tiny_benchmark, interrupted, **recipe))
-
-
-def test_bf16_gradient_accumulation_and_checkpointing_train_and_save_fp32_weights(tiny_benchmark, tmp_path):
-    """The memory and speed options a GPU user turns on: bf16 autocast, accumulation over 2 batches, checkpointing."""
-    output_dir = tmp_path / "bf16"
-    recipe = dict(num_epochs=1, max_train_steps=4, validation_split="null")
-    results = main(
-        tiny_recipe(
-            tiny_benchmark,
-            output_dir,
-            mixed_precision="bf16",
-            gradient_accumulation_steps=2,
-            gradient_checkpointing=True,
-            **recipe,
-        )
-    )
-
-    assert results["trained_steps"] == 4 and results["effective_batch_size"] == 2 * 16
-    assert all(0 <= value <= 100 for value in results["test"].values())
-    weights = load_file(output_dir / "best" / "model.safetensors")
-    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
-    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
