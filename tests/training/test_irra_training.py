@@ -10,6 +10,9 @@ from transformers import CLIPConfig, CLIPModel
 from modeling_ivt import IRRAConfig, IRRAModel, create_irra_processor
 from modeling_ivt.conversion_utils import save_model_folder
 from modeling_ivt.convert_clip import irra_config_from_clip, irra_from_clip, irra_from_clip_folder
+from tests.model.irra_reference import random_irra_checkpoint
+from training.config import parse_config
+from training.initialization import build_irra_model_and_processor
 from training.irra_training import IRRAForRetrievalTraining
 from training.loss import contiguous_class_ids
 
@@ -112,3 +115,36 @@ def test_training_model_heads_stay_out_of_the_saved_model(tmp_path):
 
 def test_contiguous_class_ids_map_sorted_person_ids_to_0_to_n():
     assert contiguous_class_ids([907, 12, 12, 55, 907]) == {12: 0, 55: 1, 907: 2}
+
+
+def test_an_irra_checkpoint_initialises_the_model_and_the_training_heads(tmp_path):
+    checkpoint = tmp_path / "best.pth"
+    state_dict = random_irra_checkpoint(embed=64, ddp=True)
+    torch.save({"model": state_dict, "epoch": 60}, checkpoint)
+    config = parse_config(["--model_type", "irra", "--init", str(checkpoint), "--losses", "sdm+id+irr"])
+    model, processor, source, heads = build_irra_model_and_processor(config)
+    assert source == "IRRA checkpoint best.pth" and processor.tokenizer.mask_token_id == 49405
+    assert model.config.vision_config.patch_grid == (24, 8) and model.config.projection_dim == 64
+    torch.testing.assert_close(
+        model.visual_projection.weight, state_dict["module.base_model.visual.proj"].float().t()
+    )
+
+    training = IRRAForRetrievalTraining(model, num_train_ids=11, irr=True)
+    loaded = training.load_training_heads(heads)
+    for name in (
+        "classifier.weight",
+        "irr.cross_attn.in_proj_weight",
+        "irr.cross_modal_transformer.resblocks.0.mlp.c_fc.weight",
+        "irr.ln_pre_i.weight",
+        "irr.mlm_head.fc.weight",
+    ):
+        assert name in loaded, name
+    irra_name = "mlm_head.dense.weight"
+    torch.testing.assert_close(training.irr.mlm_head.dense.weight, state_dict[f"module.{irra_name}"].float())
+    torch.testing.assert_close(training.classifier.weight, state_dict["module.classifier.weight"].float())
+
+    # another training set (5 identities): the classifier starts new, the IRR head still loads
+    other = IRRAForRetrievalTraining(model, num_train_ids=5, irr=True)
+    loaded = other.load_training_heads(heads)
+    assert "classifier.weight" not in loaded and "irr.cross_attn.in_proj_weight" in loaded
+    assert other.classifier.weight.std().item() == pytest.approx(0.001, rel=0.1)
