@@ -12,7 +12,6 @@ job's time to its final metrics. All ratios come from one run on one machine.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.safe_io import write_text_atomic
 
 from .evaluation_scale import measure_evaluation
@@ -288,7 +288,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a few seconds, for a smoke test")
     parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"), help="JSON report path")
     parser.add_argument(

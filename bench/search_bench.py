@@ -25,6 +25,7 @@ import faiss
 import torch
 
 from ivt_search.index import build_faiss_index, exact_top_k
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.safe_io import write_text_atomic
 
 
@@ -142,7 +143,7 @@ def _parse_method(text: str) -> tuple[str, dict[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.search_bench", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m bench.search_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--dim", type=int, default=768, help="embedding width (768 = IVT base)")
     parser.add_argument("--images-per-person", type=int, default=4)

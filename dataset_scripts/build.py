@@ -20,7 +20,6 @@ Usage: `python -m dataset_scripts.build {cuhk-pedes,icfg-pedes,rstpreid} RAW_ROO
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -33,6 +32,7 @@ from pathlib import Path
 import datasets
 from tqdm.auto import tqdm
 
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.safe_io import (
     ImageTooLargeError,
     PathOutsideRootError,
@@ -404,7 +404,7 @@ def build_benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dataset_scripts.build",
         description="Build a text-based person retrieval benchmark from its raw files as a Hugging Face dataset.",
     )

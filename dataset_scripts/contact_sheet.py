@@ -6,7 +6,6 @@ Identities are shown in near-duplicate pairs (attribute distance 1 or 2), the ca
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -16,7 +15,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .generate import IMAGE_HEIGHT, IMAGE_WIDTH, generate_raw
+from modeling_ivt.cli import CommandParser
+
+from .generate import IMAGE_HEIGHT, IMAGE_WIDTH, GeneratorSettings, generate_raw
 
 
 THUMB_WIDTH, THUMB_HEIGHT = IMAGE_WIDTH, IMAGE_HEIGHT
@@ -57,15 +58,8 @@ def make_contact_sheet(
     font = ImageFont.load_default(size=13)
     bold = ImageFont.load_default(size=15)
     with tempfile.TemporaryDirectory() as raw_root:
-        generate_raw(
-            raw_root,
-            num_train_ids=30,
-            num_val_ids=0,
-            num_test_ids=0,
-            images_per_id=images_per_id,
-            seed=seed,
-            num_workers=1,
-        )
+        settings = GeneratorSettings(num_train_ids=30, num_val_ids=0, num_test_ids=0, images_per_id=images_per_id, seed=seed)
+        generate_raw(raw_root, settings, num_workers=1)
         records = json.loads((Path(raw_root) / "reid_raw.json").read_text(encoding="utf-8"))
         rows = _near_duplicate_rows(records, identities)
         cell_width = THUMB_WIDTH + TEXT_WIDTH + MARGIN
@@ -99,7 +93,7 @@ def make_contact_sheet(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dataset_scripts.contact_sheet", description=__doc__.splitlines()[0]
     )
     parser.add_argument("output_png")

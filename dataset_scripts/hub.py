@@ -8,13 +8,14 @@ copies carry `license_name: research-only-on-request` in their dataset card and 
 benchmark (Apache-2.0) can be shared.
 """
 
-import argparse
 import logging
 from pathlib import Path
 
 import datasets
 import yaml
 from huggingface_hub import create_repo, upload_file
+
+from modeling_ivt.cli import CommandParser
 
 from .build import BENCHMARKS
 
@@ -71,7 +72,7 @@ def push_benchmark_to_hub(built_dir, repo_id: str, private: bool = False):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("built_dir", type=Path, help="a folder written by dataset_scripts.build or .generate")
     parser.add_argument("repo_id", help="dataset repository, e.g. your-name/drawn-pedestrians")
     parser.add_argument("--private", action="store_true")

@@ -21,7 +21,6 @@ the usable pairs (and with `--output` saves them as a Hugging Face dataset).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -35,6 +34,7 @@ import datasets
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.safe_io import replace_path
 
 
@@ -229,7 +229,7 @@ def save_pairs(corpus: PairCorpus, output_dir: str | os.PathLike, overwrite: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dataset_scripts.pretraining", description="Read an image-caption corpus as pairs."
     )
     parser.add_argument(

@@ -9,7 +9,6 @@ this file if present, else the model recorded in the index), IVT_TOP_K, GRADIO_S
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import gradio as gr
 import torch
 
 from ivt_search import GalleryIndex, read_index_metadata
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor
 
 EXAMPLES = [
@@ -36,6 +36,11 @@ def load_gallery_index(
 ) -> GalleryIndex:
     """The index at `index_dir` with its model: `model`, else a `model` folder next to this file, else the one
     recorded in the index; a model's own code runs only with `trust_remote_code` (`--trust-remote-code`)."""
+    if not Path(index_dir).exists():
+        raise FileNotFoundError(
+            f"no gallery index at {index_dir}: build one with `python -m ivt_search index my-index --model MODEL "
+            "--images PHOTOS`, then start the demo with `python -m demo.app --index my-index`"
+        )
     if model is None and (HERE / "model" / "config.json").is_file():
         model = str(HERE / "model")
     model_name = model or read_index_metadata(index_dir)["model"]["name_or_path"]
@@ -78,17 +83,28 @@ def build_demo(index: GalleryIndex, top_k: int = 10) -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.app", description="IVT person search web demo.")
-    parser.add_argument("--index", default=os.environ.get("IVT_INDEX", str(HERE / "index")))
+    parser = CommandParser(prog="python -m demo.app", description="IVT person search web demo.")
+    parser.add_argument(
+        "--index", default=os.environ.get("IVT_INDEX", str(HERE / "index")), help="a gallery index folder (ivt_search)"
+    )
     parser.add_argument(
         "--model", default=os.environ.get("IVT_MODEL"), help="a saved IVT folder or a Hub repository id"
     )
-    parser.add_argument("--top-k", type=int, default=int(os.environ.get("IVT_TOP_K", "10")))
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument(
+        "--top-k", type=int, default=int(os.environ.get("IVT_TOP_K", "10")), help="initial number of hits shown"
+    )
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to serve on")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port to serve on"
+    )
     add_trust_remote_code_argument(parser)
     args = parser.parse_args(argv)
-    demo = build_demo(load_gallery_index(args.index, args.model, args.trust_remote_code), top_k=args.top_k)
+    try:
+        index = load_gallery_index(args.index, args.model, args.trust_remote_code)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    demo = build_demo(index, top_k=args.top_k)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False)
     return 0
 

@@ -8,7 +8,6 @@ local folder (a Hub id is loaded by the Space at start-up). The folder runs as i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import datasets
 
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.safe_io import atomic_output
 from ivt_search.index import EMBEDDINGS_FILE, INDEX_FILE, read_index_metadata
 
@@ -62,7 +62,7 @@ def build_space(index_dir, output_dir, model: str | None = None, overwrite: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.build_space", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m demo.build_space", description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir")
     parser.add_argument("--index", required=True)
     parser.add_argument("--model", help="default: the model recorded in the index")

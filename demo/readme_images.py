@@ -9,7 +9,6 @@ its test split is indexed at --index-dir.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,10 +19,11 @@ from ivt_search.__main__ import main as search_cli
 
 from .screenshot import find_chromium
 from .screenshot import main as screenshot_cli
+from modeling_ivt.cli import CommandParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.readme_images", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m demo.readme_images", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a saved IVT folder or a Hub repository id")
     parser.add_argument("--dataset", default="data/drawn-pedestrians")
     parser.add_argument("--index-dir", default="outputs/search-index-drawn-pedestrians")

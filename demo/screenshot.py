@@ -10,7 +10,6 @@ is downloaded.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -22,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.safe_io import atomic_output
 
 CHROMIUM_FLAGS = [
@@ -141,7 +141,7 @@ def capture_search(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.screenshot", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m demo.screenshot", description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", help="an index folder (default: the app's own, e.g. in a Space folder)")
     parser.add_argument("--model", help="default: the model recorded in the index")
     parser.add_argument("--app-dir", help="a Space folder made by demo.build_space (default: this repository's demo/)")

@@ -1,13 +1,23 @@
 """Search a gallery of pedestrian photos with text descriptions, using a trained IVT."""
 
-from .index import GalleryIndex, ModelMismatchError, SearchHit, model_fingerprint, read_index_metadata
+from .index import (
+    AddReport,
+    GalleryIndex,
+    ModelMismatchError,
+    SearchHit,
+    SkippedImage,
+    model_fingerprint,
+    read_index_metadata,
+)
 from .picture import RankedQuery, render_ranked_results
 
 __all__ = [
+    "AddReport",
     "GalleryIndex",
     "ModelMismatchError",
     "RankedQuery",
     "SearchHit",
+    "SkippedImage",
     "model_fingerprint",
     "read_index_metadata",
     "render_ranked_results",

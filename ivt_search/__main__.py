@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from modeling_ivt.cli import CommandParser
 from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor
 from modeling_ivt.safe_io import atomic_output
 
-from .index import GalleryIndex, ModelMismatchError, read_index_metadata
+from .index import AddReport, GalleryIndex, ModelMismatchError, read_index_metadata
 from .picture import RankedQuery, render_ranked_results
 
 
@@ -21,25 +22,47 @@ def _add_gallery_arguments(parser: argparse.ArgumentParser) -> None:
     gallery = parser.add_mutually_exclusive_group(required=True)
     gallery.add_argument("--images", help="a folder of images, searched recursively")
     gallery.add_argument("--dataset", help="a benchmark built by dataset_scripts (a datasets.load_from_disk folder)")
-    parser.add_argument("--split", default="test", help="split of --dataset to index (default: test)")
+    parser.add_argument("--split", default="test", help="split of --dataset to index")
     parser.add_argument(
         "--person-id-from-folder",
         action="store_true",
         help="with --images: each image's person id is the integer name of its folder (<person_id>/<image>)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="images embedded per forward pass")
     parser.add_argument(
         "--bf16", action="store_true", help="embed under bfloat16 autocast (fast on GPUs and bf16 CPUs)"
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first file that cannot be read as an image (default: skip it and list it)",
+    )
 
 
-def _add_images(index: GalleryIndex, args: argparse.Namespace) -> int:
+def _add_images(index: GalleryIndex, args: argparse.Namespace) -> AddReport:
     if args.images:
-        return index.add_folder(args.images, person_id_from_folder=args.person_id_from_folder)
-    return index.add_split(args.dataset, args.split)
+        report = index.add_folder(args.images, person_id_from_folder=args.person_id_from_folder, strict=args.strict)
+    else:
+        if args.person_id_from_folder:
+            raise ValueError("--person-id-from-folder reads ids from --images folders; a --dataset has its own ids")
+        report = index.add_split(args.dataset, args.split)
+    for image in report.skipped:
+        print(f"skipped {image.path}: {image.reason}", file=sys.stderr)
+    if report.skipped:
+        print(
+            f"skipped {len(report.skipped)} unreadable file(s), listed above: fix or remove them and run `add` "
+            "to index the fixed ones (--strict stops at the first unreadable file instead)",
+            file=sys.stderr,
+        )
+    return report
 
 
 def _open_index(args: argparse.Namespace) -> GalleryIndex:
+    if not Path(args.index_dir).exists():
+        raise FileNotFoundError(
+            f"no index at {args.index_dir}: build one with `python -m ivt_search index {args.index_dir} --model MODEL "
+            "--images FOLDER` (or --dataset BENCHMARK)"
+        )
     model_name = args.model or read_index_metadata(args.index_dir)["model"]["name_or_path"]
     model, processor = load_model_and_processor(model_name, args.device, trust_remote_code=args.trust_remote_code)
     return GalleryIndex.open(
@@ -53,6 +76,10 @@ def command_index(args: argparse.Namespace) -> int:
     model, processor = load_model_and_processor(args.model, args.device, trust_remote_code=args.trust_remote_code)
     index = GalleryIndex(model, processor, batch_size=args.batch_size, bf16=args.bf16)
     _add_images(index, args)
+    if len(index) == 0:
+        raise ValueError(
+            f"no readable image in {args.images}: nothing was indexed and {args.index_dir} was not written"
+        )
     index.save(args.index_dir)
     print(f"indexed {len(index)} images with {index.model_name} -> {args.index_dir}")
     return 0
@@ -60,9 +87,22 @@ def command_index(args: argparse.Namespace) -> int:
 
 def command_add(args: argparse.Namespace) -> int:
     index = _open_index(args)
-    added = _add_images(index, args)
+    report = _add_images(index, args)
+    if report.added == 0:
+        gallery = args.images or f"split {args.split} of {args.dataset}"
+        reason = (
+            f"the {report.already_indexed} image(s) of {gallery} are already in the index (matched by their path)"
+            if not report.skipped
+            else f"{report.already_indexed} image(s) of {gallery} were already indexed and the others are unreadable"
+        )
+        print(
+            f"added 0 images: {reason}; {args.index_dir} still holds {len(index)}. New files under the folder are "
+            "added by the next `add`; to re-embed changed files, rebuild with `index --overwrite`"
+        )
+        return 0
     index.save(args.index_dir)
-    print(f"added {added} images; {args.index_dir} now holds {len(index)}")
+    already = f" ({report.already_indexed} already indexed)" if report.already_indexed else ""
+    print(f"added {report.added} images{already}; {args.index_dir} now holds {len(index)}")
     return 0
 
 
@@ -76,7 +116,15 @@ def command_query(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--person-id is given once or once per caption: got {len(person_ids)} for {len(args.captions)} captions"
         )
+    if args.person_id and not args.grid:
+        raise ValueError("--person-id frames the hits of the --grid picture: add --grid FILE.png, or leave it out")
     index = _open_index(args)
+    if args.person_id and all(image["person_id"] is None for image in index.images):
+        raise ValueError(
+            f"--person-id: {args.index_dir} holds no person ids (a folder indexed without --person-id-from-folder), "
+            "so no hit can be framed as that person; rebuild it with --person-id-from-folder (images in "
+            "<person_id>/ folders) or leave --person-id out"
+        )
     results = index.search(args.captions, top_k=args.top_k, method=args.method)
     if args.json:
         print(json.dumps([[hit.__dict__ for hit in hits] for hits in results], indent=1))
@@ -101,7 +149,7 @@ def command_query(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT."
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -123,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("index_dir")
     query.add_argument("captions", nargs="+", help="descriptions of the person to find")
     query.add_argument("--model", help="default: the model recorded in the index")
-    query.add_argument("--top-k", type=int, default=10)
+    query.add_argument("--top-k", type=int, default=10, help="hits shown per caption")
     query.add_argument("--method", choices=["exact", "faiss"], default="exact", help="see bench/search_bench.py")
     query.add_argument(
         "--person-id",
@@ -134,11 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("--grid", help="write the ranked-result picture to this PNG")
     query.add_argument("--json", action="store_true", help="print the hits as JSON")
-    query.add_argument("--batch-size", type=int, default=32)
+    query.add_argument("--batch-size", type=int, default=32, help="captions embedded per forward pass")
     query.set_defaults(run=command_query)
 
     for command in (index, add, query):
-        command.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        command.add_argument(
+            "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs"
+        )
         add_trust_remote_code_argument(command)
     return parser
 

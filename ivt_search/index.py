@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, recover_replaced, resolve_inside
+from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, open_image, recover_replaced, resolve_inside
 from training.retrieval import embed_captions, embed_images
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,23 @@ INDEX_VERSION = 1
 EMBEDDINGS_FILE = "embeddings.safetensors"
 INDEX_FILE = "index.json"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """A gallery file that could not be read as an image, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AddReport:
+    """What one `add_folder` / `add_split` did: images embedded, images the index already held, files skipped."""
+
+    added: int
+    already_indexed: int
+    skipped: tuple[SkippedImage, ...]
 
 
 class ModelMismatchError(ValueError):
@@ -93,6 +110,12 @@ def _open_rgb(path: Path) -> Image.Image:
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"image {path} cannot be decoded: {error}") from error
+
+
+def _image_files(files: list[Path]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"image": [str(path) for path in files]}).cast_column(
+        "image", datasets.Image(mode="RGB")
+    )
 
 
 def _person_id_from_folder(path: Path) -> int:
@@ -167,6 +190,8 @@ class GalleryIndex:
             return embed_captions(self.model, self.processor, captions, batch_size=self.batch_size)
 
     def _append(self, source: dict, new_images: list[dict], embeds: torch.Tensor) -> None:
+        if not new_images:
+            return
         if source in self.sources:
             source_id = self.sources.index(source)
         else:
@@ -187,42 +212,64 @@ class GalleryIndex:
 
     # Adding images
 
-    def add_folder(self, folder: str | os.PathLike, person_id_from_folder: bool = False) -> int:
+    def add_folder(self, folder: str | os.PathLike, person_id_from_folder: bool = False, strict: bool = False):
         """
-        Embed every image under `folder` (recursively) that the index does not hold yet; returns how many were added.
-        With `person_id_from_folder`, each image's person id is the integer name of the folder it is in (the layout
-        `<person_id>/<image>` of most re-identification datasets), which colours the ranked-result pictures.
+        Embed every image under `folder` (recursively) that the index does not hold yet; returns an `AddReport`.
+        A file that cannot be read as an image is skipped and listed in the report (`strict=True` raises a
+        `ValueError` naming it instead). With `person_id_from_folder`, each image's person id is the integer name of
+        the folder it is in (the layout `<person_id>/<image>` of most re-identification datasets), which colours the
+        ranked-result pictures.
         """
         folder = Path(folder).resolve()
         source = {"type": "folder", "root": str(folder)}
         known = set(self._indexed(source, "path"))
-        files = [path for path in find_images(folder) if path.relative_to(folder).as_posix() not in known]
-        if not files and not known:
+        found = find_images(folder)
+        if not found:
             raise ValueError(f"image folder {folder} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        files = [path for path in found if path.relative_to(folder).as_posix() not in known]
+        person_ids = [_person_id_from_folder(path) if person_id_from_folder else None for path in files]
+        embeds, skipped = self._embed_files(files, strict)
+        skipped_paths = {image.path for image in skipped}
         new_images = [
-            {
-                "path": path.relative_to(folder).as_posix(),
-                "person_id": _person_id_from_folder(path) if person_id_from_folder else None,
-            }
-            for path in files
+            {"path": path.relative_to(folder).as_posix(), "person_id": person_id}
+            for path, person_id in zip(files, person_ids, strict=True)
+            if str(path) not in skipped_paths
         ]
-        images = datasets.Dataset.from_dict({"image": [str(path) for path in files]}).cast_column(
-            "image", datasets.Image(mode="RGB")
-        )
-        try:
-            embeds = self._embed_images(images)
-        except (OSError, SyntaxError, ValueError):
-            for path in files:
-                _open_rgb(path)
-            raise
         self._append(source, new_images, embeds)
-        logger.info("added %d images from %s (%d already indexed)", len(files), folder, len(known))
-        return len(files)
+        logger.info(
+            "added %d images from %s (%d already indexed, %d unreadable)",
+            len(new_images),
+            folder,
+            len(known),
+            len(skipped),
+        )
+        return AddReport(added=len(new_images), already_indexed=len(found) - len(files), skipped=tuple(skipped))
 
-    def add_split(self, dataset_path: str | os.PathLike, split: str | None = "test") -> int:
+    def _embed_files(self, files: list[Path], strict: bool) -> tuple[torch.Tensor, list[SkippedImage]]:
+        """Embeddings of the readable `files`, and the unreadable ones. Files are only opened one by one (to find the
+        culprits) when decoding the batch fails, so a clean gallery is decoded once."""
+        try:
+            return self._embed_images(_image_files(files)), []
+        except (OSError, SyntaxError, ValueError) as error:
+            batch_error = error
+        readable, skipped = [], []
+        for path in files:
+            try:
+                open_image(path)
+                readable.append(path)
+            except ValueError as error:
+                if strict:
+                    message = f"{error} (fix or remove it; without --strict unreadable files are skipped)"
+                    raise ValueError(message) from None
+                skipped.append(SkippedImage(str(path), str(error).removeprefix(f"image {path} ")))
+        if not skipped:
+            raise batch_error
+        return self._embed_images(_image_files(readable)), skipped
+
+    def add_split(self, dataset_path: str | os.PathLike, split: str | None = "test"):
         """
         Embed the images of one split of a benchmark built by `dataset_scripts` (`datasets.load_from_disk` folder),
-        with their person ids; rows already in the index are skipped. Returns how many were added.
+        with their person ids; rows already in the index are skipped. Returns an `AddReport`.
         """
         dataset_path = Path(dataset_path).resolve()
         split_ds = _load_split(dataset_path, split)
@@ -236,7 +283,7 @@ class GalleryIndex:
         embeds = self._embed_images(split_ds.select_columns(["image"]).select(rows))
         self._append(source, new_images, embeds)
         logger.info("added %d images of %s split %s", len(rows), dataset_path, split)
-        return len(rows)
+        return AddReport(added=len(rows), already_indexed=len(split_ds) - len(rows), skipped=())
 
     # Reading images back
 

@@ -4,13 +4,13 @@ Convert a checkpoint of the authors' IVT code (ivt_spec.md section 2) into a Hug
     python -m modeling_ivt.convert_original_checkpoint --checkpoint best.pth --output ivt-cuhk [--num-heads 12]
 """
 
-import argparse
 import logging
 import re
 from pathlib import Path
 
 import torch
 
+from .cli import CommandParser
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, save_model_folder
 from .defaults import create_processor
@@ -157,7 +157,7 @@ def convert_original_checkpoint(
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("--checkpoint", required=True, type=Path, help="the authors' .pth checkpoint")
     parser.add_argument("--output", required=True, type=Path, help="folder to write the converted model to")
     parser.add_argument(

@@ -9,7 +9,6 @@ Move between the pre-training model and the dual encoder:
     python -m modeling_ivt.convert_pretraining PRETRAINED_FOLDER --output ivt-finetune-init --patch-stride 12
 """
 
-import argparse
 import itertools
 import logging
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor
 
+from .cli import CommandParser
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, resize_position_grid, save_model_folder
 from .convert_vit_bert import KINDS, InitializationReport, canonical_bert_state_dict, take_tensors
@@ -150,7 +150,7 @@ def encoder_from_pretraining(
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("pretrained", type=Path, help="a saved IVTForPreTraining folder (with its processor)")
     parser.add_argument("--output", required=True, type=Path, help="folder to write the IVTModel to")
     parser.add_argument("--patch-stride", type=int, default=12, help="stride for fine-tuning (default 12)")

@@ -12,7 +12,6 @@ or, as in the original release and the Hub's bert-base-uncased files, `gamma` / 
 `.bin` (read with `weights_only=True`).
 """
 
-import argparse
 import json
 import logging
 import itertools
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import CommandParser
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, resize_position_grid, save_model_folder
 from .defaults import create_processor
@@ -272,7 +272,7 @@ def _read_source(path, kind: str) -> tuple[dict, dict]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("--vit", type=Path, help="ViT weights: a file or a Hugging Face folder (timm or ViTModel layout)")
     parser.add_argument(
         "--bert", type=Path, help="BERT weights: a BertModel / BertForMaskedLM / BertForPreTraining folder or file"

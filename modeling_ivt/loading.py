@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import AutoModel, AutoProcessor
 
 from .modeling_ivt import IVTModel
@@ -29,6 +32,21 @@ def add_trust_remote_code_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
 
 
+def check_model_location(name_or_path: str) -> None:
+    """A name that is neither an existing folder nor a valid Hub repository id is a mistyped or not yet written
+    folder: say so (`FileNotFoundError`) instead of the Hub client's "Repo id must be in the form ..."."""
+    if Path(name_or_path).exists():
+        return
+    try:
+        validate_repo_id(str(name_or_path))
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"model folder {name_or_path} does not exist (nor is it a Hub repository id like your-name/ivt-model): "
+            "check the path, or train a model first (`accelerate launch training/run.py` writes "
+            "outputs/ivt-drawn-pedestrians/best)"
+        ) from None
+
+
 def load_model_and_processor(
     name_or_path: str, device: str = "cpu", trust_remote_code: bool = False, revision: str | None = None
 ):
@@ -36,6 +54,7 @@ def load_model_and_processor(
     An IVT (float32, eval mode, on `device`) and its processor from a folder or a Hub repository id. Without
     `trust_remote_code` only the installed IVT code runs and anything that is not an IVT is refused (`ValueError`).
     """
+    check_model_location(name_or_path)
     if trust_remote_code:
         logger.warning("--trust-remote-code: running the code that %s ships, if any", name_or_path)
     try:
@@ -57,4 +76,9 @@ def load_model_and_processor(
     return model.to(device).eval(), processor
 
 
-__all__ = ["TRUST_REMOTE_CODE_HELP", "add_trust_remote_code_argument", "load_model_and_processor"]
+__all__ = [
+    "TRUST_REMOTE_CODE_HELP",
+    "add_trust_remote_code_argument",
+    "check_model_location",
+    "load_model_and_processor",
+]

@@ -3,7 +3,13 @@
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_ivt import MAX_TEXT_POSITIONS
 from .hub_utils import ProjectCardPushMixin
+
+# The released model normalises every channel with mean = std = 0.5 (pixels in [-1, 1]).
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+
 
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
 
@@ -11,7 +17,7 @@ TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
 class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into model inputs. Captions are padded and always truncated to
-    `max_length` tokens (100 by default; never more than the model's 512 text positions); images are converted to RGB,
+    `max_length` tokens (100 by default; never more than the model's `MAX_TEXT_POSITIONS`, 512); images are converted to RGB,
     resized (bilinear) to the model's input size and normalised with mean = std = 0.5.
 
     Args:
@@ -20,7 +26,7 @@ class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
         max_length (`int`, *optional*, defaults to 100): caption length limit in tokens, [CLS] and [SEP] included.
     """
 
-    max_text_positions = 512
+    max_text_positions = MAX_TEXT_POSITIONS
 
     def __init__(self, image_processor=None, tokenizer=None, max_length=100, **kwargs):
         if not 2 <= max_length <= self.max_text_positions:
@@ -34,7 +40,7 @@ class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
             text (`str` or `list[str]`, *optional*): captions (queries).
             images (`PIL.Image.Image`, array, or a list of them, *optional*): pedestrian images (gallery).
             return_tensors (`str`, *optional*, defaults to `"pt"`): tensor type of the result.
-            kwargs: passed to the tokenizer (for example `padding="max_length"`); `max_length` is capped at 512.
+            kwargs: passed to the tokenizer (for example `padding="max_length"`); `max_length` is capped at `MAX_TEXT_POSITIONS`.
 
         Returns:
             [`BatchFeature`] with `input_ids` and `attention_mask` for text and `pixel_values` for images.
@@ -64,4 +70,4 @@ class IVTProcessor(ProjectCardPushMixin, ProcessorMixin):
         return [*TEXT_INPUT_NAMES, "pixel_values"]
 
 
-__all__ = ["IVTProcessor"]
+__all__ = ["IMAGE_MEAN", "IMAGE_STD", "TEXT_INPUT_NAMES", "IVTProcessor"]

@@ -40,3 +40,14 @@ def test_readme_python_example_ranks_the_gallery(tmp_path):
     assert sorted(path for _, path, _ in ranked) == sorted(gallery_paths)
     scores = [float(score) for _, _, score in ranked]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_readme_python_example_before_training_says_what_to_do(tmp_path):
+    """Pasted before the main job has run, the example stops with one line naming the missing folder."""
+    result = subprocess.run(
+        [sys.executable, "-c", readme_python_example()], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    model_dir = re.search(r'model_dir = "([^"]+)"', readme_python_example()).group(1)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert model_dir in line and "training" in line

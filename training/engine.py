@@ -271,16 +271,7 @@ def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
     """The built benchmark; generated first (by the main process, the others wait) when `generate_benchmark` is set."""
     if config.generate_benchmark:
         with accelerator.main_process_first():
-            return ensure_generated_benchmark(
-                config.dataset,
-                num_train_ids=config.gen_num_train_ids,
-                num_val_ids=config.gen_num_val_ids,
-                num_test_ids=config.gen_num_test_ids,
-                images_per_id=config.gen_images_per_id,
-                captions_per_image=config.gen_captions_per_image,
-                seed=config.gen_seed,
-                difficulty=config.gen_difficulty,
-            )
+            return ensure_generated_benchmark(config.dataset, config.generator)
     if not Path(config.dataset).is_dir():
         raise FileNotFoundError(
             f"--dataset {config.dataset}: no built benchmark there; build one with python -m dataset_scripts.build "
@@ -310,5 +301,11 @@ def write_json_atomically(path: Path, payload: dict) -> None:
 
 
 def tracker_config(config: TrainingConfig) -> dict:
-    """Hyperparameters as TensorBoard accepts them (no None, no lists)."""
-    return {name: (value if isinstance(value, (int, float, str, bool)) else str(value)) for name, value in config.to_dict().items()}
+    """Hyperparameters as TensorBoard accepts them: flat names (`model.hidden_size`), no None, no lists."""
+    flat = {}
+    for name, value in config.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for inner, inner_value in items:
+            key = f"{name}.{inner}" if inner else name
+            flat[key] = inner_value if isinstance(inner_value, (int, float, str, bool)) else str(inner_value)
+    return flat

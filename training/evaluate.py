@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 import datasets  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
+from modeling_ivt.cli import CommandParser  # noqa: E402
 from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor  # noqa: E402
 from modeling_ivt.safe_io import write_text_atomic  # noqa: E402
 from training.metrics import METRIC_NAMES  # noqa: E402
@@ -51,7 +52,7 @@ def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python training/evaluate.py",
         description="Text-to-image retrieval metrics of an IVT model on a built benchmark split (IRRA's protocol).",
     )

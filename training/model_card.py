@@ -75,7 +75,7 @@ def _metadata(config: TrainingConfig, dataset_name: str, model_name: str, test_m
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
         license="apache-2.0",
-        tags=[config.model_type, *TAGS],
+        tags=[config.model.model_type, *TAGS],
         datasets=[dataset_name],
         base_model=base_model,
         model_name=model_name,
@@ -116,17 +116,17 @@ def _architecture(model_config) -> dict[str, object]:
 def _objective(config: TrainingConfig, model_config) -> str:
     """The selected losses in words, with IVT's multi-level alignment and token dropping where they apply."""
     parts = []
-    for name in config.loss_names:
+    for name in config.finetune.loss_names:
         if name == "cmpm":
             parts.append("CMPM")
         elif name == "sdm":
-            parts.append(f"SDM (similarity distribution matching, temperature {config.temperature})")
+            parts.append(f"SDM (similarity distribution matching, temperature {config.finetune.temperature})")
         elif name == "id":
             parts.append("ID loss (identity classifier, not saved)")
         elif name == "irr":
             parts.append("IRR (masked-token reasoning through a cross-modal transformer, not saved)")
     objective = " + ".join(parts)
-    if config.model_type != "ivt":
+    if config.model.model_type != "ivt":
         return objective
     if config.mla:
         objective += f" with multi-level alignment (sentence / phrase / word level, word level: {config.word_level})"
@@ -154,11 +154,11 @@ def build_model_card(
 ) -> ModelCard:
     """A ModelCard with YAML metadata (incl. a model-index of the test metrics), recipe, usage and risks."""
     run_name = Path(config.output_dir).name
-    prefix = config.model_type
+    prefix = config.model.model_type
     default_name = run_name if run_name.startswith(prefix) else f"{prefix}-{run_name}"
     model_name = repo_id.split("/")[-1] if repo_id else default_name
-    effective_items = config.items_per_batch * num_processes * config.gradient_accumulation_steps
-    levels = 3 if config.mla and config.model_type == "ivt" else 1
+    effective_items = config.finetune.items_per_batch * num_processes * config.gradient_accumulation_steps
+    levels = 3 if config.mla and config.model.model_type == "ivt" else 1
     if selection_split and best_epoch is not None:
         selection = (
             f"on the **{selection_split}** split (best R@1, epoch {best_epoch}); the test split was evaluated once"
@@ -179,7 +179,7 @@ def build_model_card(
         )
     if not config.augment:
         augmentation = "none (test-time resize only)"
-    elif config.model_type == "irra":
+    elif config.model.model_type == "irra":
         augmentation = (
             f"bilinear resize, flip {config.flip_prob}, pad {config.pad}, random crop, random erasing "
             f"{config.erasing_prob} filled with the mean"
@@ -189,10 +189,10 @@ def build_model_card(
             f"bicubic resize, pad {config.pad}, random crop, flip {config.flip_prob}, random erasing "
             f"{config.erasing_prob}; drawn independently per view"
         )
-    if config.sampler == "random":
-        sampler = f"random, {config.batch_size} pairs per process and batch"
+    if config.finetune.sampler == "random":
+        sampler = f"random, {config.finetune.batch_size} pairs per process and batch"
     else:
-        sampler = f"{config.ids_per_batch} identities x {config.pairs_per_id} pairs per process and batch"
+        sampler = f"{config.finetune.ids_per_batch} identities x {config.finetune.pairs_per_id} pairs per process and batch"
     optimiser = (
         f"{config.optimizer}, peak learning rate {config.learning_rate} (biases x{config.bias_lr_factor}), "
         f"weight decay {config.weight_decay}"
@@ -211,16 +211,16 @@ def build_model_card(
         test_table=metrics_table(test_metrics),
         selection=selection,
         init_source=init_source,
-        model_description=DESCRIPTIONS[config.model_type],
+        model_description=DESCRIPTIONS[config.model.model_type],
         **_architecture(model_config),
         objective=_objective(config, model_config),
-        loss_scope="per process (as released)" if config.local_loss else "over the features of all processes",
+        loss_scope="per process (as released)" if config.finetune.local_loss else "over the features of all processes",
         augmentation=augmentation,
         sampler=sampler,
         effective_batch_size=effective_items,
         effective_pairs=effective_items * levels,
         num_processes=num_processes,
-        items_per_batch=config.items_per_batch,
+        items_per_batch=config.finetune.items_per_batch,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         optimiser=optimiser,
         schedule=schedule,

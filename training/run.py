@@ -3,7 +3,9 @@
     accelerate launch training/run.py                       # default recipe: training/configs/generated.yaml
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 training/run.py --num_epochs 2   # 2 CPU processes
     accelerate launch training/run.py --config training/configs/cuhk_pedes.yaml --dataset data/cuhk-pedes
+    accelerate launch training/run.py --model.hidden_size 384 --finetune.ids_per_batch 8   # recipe values overridden
     accelerate launch training/run.py --output_dir outputs/run --resume_from_checkpoint latest
+    accelerate launch training/run.py --config training/configs/pretrain_generated.yaml       # the pre-training stage
 
 At the end the best-on-validation model (weights, processor, model card) is in OUTPUT_DIR/best, the test metrics are
 printed and OUTPUT_DIR/results.json holds them with the timings and the full configuration.
@@ -72,8 +74,12 @@ def dataset_display_name(config: TrainingConfig) -> str:
 
 
 def check_splits(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> None:
-    for option in ("train_split", "validation_split", "test_split"):
-        split = getattr(config, option)
+    splits = {
+        "train_split": config.train_split,
+        "finetune.validation_split": config.finetune.validation_split,
+        "test_split": config.test_split,
+    }
+    for option, split in splits.items():
         if split is not None and split not in dataset_dict:
             raise ValueError(
                 f"--{option} {split}: {config.dataset} has no such split (it has {', '.join(dataset_dict)}); "
@@ -83,15 +89,15 @@ def check_splits(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> 
 
 def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> datasets.Dataset:
     pairs = training_pairs(dataset_dict[config.train_split])
-    if config.max_train_ids is not None:
-        kept = set(sorted(set(pairs["person_id"]))[: config.max_train_ids])
+    if config.finetune.max_train_ids is not None:
+        kept = set(sorted(set(pairs["person_id"]))[: config.finetune.max_train_ids])
         pairs = pairs.filter(lambda batch: [pid in kept for pid in batch["person_id"]], batched=True)
     return pairs
 
 
 def training_data(config: TrainingConfig, model, processor, pairs: datasets.Dataset, accelerator):
     """The model family's training dataset and collate function, and the selected sampler over it."""
-    if config.model_type == "irra":
+    if config.model.model_type == "irra":
         image_processor = processor.image_processor
         augmentation = IRRATrainAugmentation(
             tuple(model.config.vision_config.image_size),
@@ -102,7 +108,7 @@ def training_data(config: TrainingConfig, model, processor, pairs: datasets.Data
             config.erasing_prob,
             enabled=config.augment,
         )
-        mask_token_id = processor.tokenizer.mask_token_id if "irr" in config.loss_names else None
+        mask_token_id = processor.tokenizer.mask_token_id if "irr" in config.finetune.loss_names else None
         dataset = IRRATrainingDataset(pairs, augmentation, processor, mask_token_id)
         collate = collate_irra_items
     else:
@@ -112,18 +118,18 @@ def training_data(config: TrainingConfig, model, processor, pairs: datasets.Data
         dataset = MLATrainingDataset(pairs, augmentation, config.mla, config.word_max_phrases, config.word_level)
         collate = MLACollator(processor.tokenizer, config.max_text_length)
     distributed = dict(num_replicas=accelerator.num_processes, rank=accelerator.process_index, seed=config.seed)
-    if config.sampler == "random":
-        sampler = RandomBatchSampler(len(dataset), config.batch_size, **distributed)
+    if config.finetune.sampler == "random":
+        sampler = RandomBatchSampler(len(dataset), config.finetune.batch_size, **distributed)
     else:
-        sampler = IdentityBatchSampler(dataset.person_ids, config.ids_per_batch, config.pairs_per_id, **distributed)
+        sampler = IdentityBatchSampler(dataset.person_ids, config.finetune.ids_per_batch, config.finetune.pairs_per_id, **distributed)
     return dataset, collate, sampler
 
 
 def training_model(config: TrainingConfig, model, num_train_ids: int) -> torch.nn.Module:
     """The saved model wrapped with the training-only heads its losses need."""
-    classes = num_train_ids if "id" in config.loss_names else None
-    if config.model_type == "irra":
-        return IRRAForRetrievalTraining(model, classes, irr="irr" in config.loss_names)
+    classes = num_train_ids if "id" in config.finetune.loss_names else None
+    if config.model.model_type == "irra":
+        return IRRAForRetrievalTraining(model, classes, irr="irr" in config.finetune.loss_names)
     return IVTForMLATraining(model, classes)
 
 
@@ -141,9 +147,9 @@ def train_one_epoch(
         batch = batch_to_device(batch, accelerator.device)
         person_ids = batch.pop("person_ids")
         classes = None
-        if "id" in config.loss_names:
+        if "id" in config.finetune.loss_names:
             classes = torch.tensor([class_ids[pid] for pid in person_ids.tolist()], device=person_ids.device)
-        if config.model_type == "ivt":
+        if config.model.model_type == "ivt":
             generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
             batch["token_drop_generator"] = torch.Generator(generator_device).manual_seed(
                 derived_seed(
@@ -152,7 +158,7 @@ def train_one_epoch(
             )
         with accelerator.accumulate(model):
             terms = retrieval_loss_terms(
-                model(**batch), person_ids, classes, config.loss_names, 1.0 / config.temperature, config.local_loss
+                model(**batch), person_ids, classes, config.finetune.loss_names, 1.0 / config.finetune.temperature, config.finetune.local_loss
             )
             loss = sum(terms.values())
             accelerator.backward(loss)
@@ -196,7 +202,7 @@ def finetune(config: TrainingConfig) -> dict:
 
     set_seed(config.seed)
     head_tensors = {}
-    if config.model_type == "irra":
+    if config.model.model_type == "irra":
         model, processor, init_source, head_tensors = build_irra_model_and_processor(config)
     else:
         model, processor, init_source = build_model_and_processor(config)
@@ -229,7 +235,7 @@ def finetune(config: TrainingConfig) -> dict:
         resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
     accelerator.init_trackers("ivt", config=tracker_config(config))
 
-    effective_batch_size = config.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
+    effective_batch_size = config.finetune.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
     logger.info(
         "training %s on %d pairs (%d identities): %d processes, %d items per optimiser step, %d steps",
         init_source,
@@ -240,7 +246,7 @@ def finetune(config: TrainingConfig) -> dict:
         total_steps,
     )
     best_dir = output_dir / BEST_DIR
-    validation = dataset_dict[config.validation_split] if config.validation_split else None
+    validation = dataset_dict[config.finetune.validation_split] if config.finetune.validation_split else None
     bar = tqdm(
         total=total_steps,
         initial=progress.global_step,
@@ -266,7 +272,7 @@ def finetune(config: TrainingConfig) -> dict:
         progress.epoch += 1
         sampler.set_epoch(progress.epoch)
         last = progress.epoch >= config.num_epochs or progress.global_step >= total_steps
-        if validation is not None and (progress.epoch % config.eval_every_epochs == 0 or last):
+        if validation is not None and (progress.epoch % config.finetune.eval_every_epochs == 0 or last):
             unwrapped = accelerator.unwrap_model(model).model
             unwrapped.eval()
             metrics = evaluate_split(
@@ -328,7 +334,7 @@ def finetune(config: TrainingConfig) -> dict:
             init_source=init_source,
             test_metrics=test_metrics,
             best_epoch=progress.best_epoch if validation is not None else None,
-            selection_split=config.validation_split,
+            selection_split=config.finetune.validation_split,
             num_processes=accelerator.num_processes,
             trained_epochs=progress.epoch,
             trained_steps=progress.global_step,
@@ -374,8 +380,6 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     datasets.logging.set_verbosity_warning()
     config = parse_config(argv, description=__doc__)
-    if config.stage not in STAGES:
-        raise SystemExit(f"--stage {config.stage}: unknown stage; available: {', '.join(STAGES)}")
     results = STAGES[config.stage](config)
     if results["wall_time_s"] is not None:
         print_summary(results, Path(config.output_dir))

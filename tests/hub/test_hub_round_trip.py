@@ -73,10 +73,12 @@ def test_converter_push_then_load_from_the_hub_with_a_pinned_revision(hub, tmp_p
 
 
 def test_generated_benchmark_round_trip_and_restricted_benchmarks_are_refused(hub, tmp_path):
-    from dataset_scripts.generate import ensure_generated_benchmark
+    from dataset_scripts.generate import GeneratorSettings, ensure_generated_benchmark
 
     built = tmp_path / "drawn"
-    local = ensure_generated_benchmark(built, num_train_ids=4, num_val_ids=2, num_test_ids=2, images_per_id=2, num_workers=1)
+    local = ensure_generated_benchmark(
+        built, GeneratorSettings(num_train_ids=4, num_val_ids=2, num_test_ids=2, images_per_id=2), num_workers=1
+    )
     repo = "local-user/drawn-pedestrians-tiny"
     output = tmp_path / "rows.json"
     run_against(hub, tmp_path, textwrap.dedent(f"""

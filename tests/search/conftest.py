@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dataset_scripts.generate import ensure_generated_benchmark
+from dataset_scripts.generate import GeneratorSettings, ensure_generated_benchmark
 from modeling_ivt import IVTModel, create_processor
 from tests.model.conftest import TINY_IMAGE_SIZE, tiny_config
 
@@ -30,7 +30,9 @@ def other_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def benchmark_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("benchmark") / "drawn-pedestrians"
-    ensure_generated_benchmark(folder, num_train_ids=1, num_val_ids=1, num_test_ids=4, images_per_id=2, num_workers=1)
+    ensure_generated_benchmark(
+        folder, GeneratorSettings(num_train_ids=1, num_val_ids=1, num_test_ids=4, images_per_id=2), num_workers=1
+    )
     return folder
 
 

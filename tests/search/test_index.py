@@ -26,7 +26,7 @@ def test_split_index_ranks_like_the_model(model_and_processor, benchmark_dir):
 
     model, processor = model_and_processor
     index = GalleryIndex(model, processor, batch_size=3)
-    assert index.add_split(benchmark_dir, "test") == 8
+    assert index.add_split(benchmark_dir, "test").added == 8
     test = datasets.load_from_disk(str(benchmark_dir))["test"]
     captions = [test[0]["captions"][0], test[5]["captions"][1]]
 
@@ -55,9 +55,10 @@ def test_add_save_reopen_and_add_again(model_and_processor, benchmark_dir, photo
 
     reopened = GalleryIndex.open(tmp_path / "index", model, processor)
     assert len(reopened) == 8
-    assert reopened.add_folder(photo_dir, person_id_from_folder=True) == 6
-    assert reopened.add_folder(photo_dir, person_id_from_folder=True) == 0, "images already indexed are skipped"
-    assert reopened.add_split(benchmark_dir, "test") == 0
+    assert reopened.add_folder(photo_dir, person_id_from_folder=True).added == 6
+    report = reopened.add_folder(photo_dir, person_id_from_folder=True)
+    assert (report.added, report.already_indexed) == (0, 6), "images already indexed are skipped"
+    assert reopened.add_split(benchmark_dir, "test").added == 0
     reopened.save(tmp_path / "index")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"], "no staging folder is left behind"
 
@@ -143,7 +144,10 @@ def test_clear_errors_for_bad_input(model_and_processor, benchmark_dir, photo_di
     broken.mkdir(parents=True)
     (broken / "cut.jpg").write_bytes((next(photo_dir.rglob("*.jpg"))).read_bytes()[:50])
     with pytest.raises(ValueError, match="cut.jpg cannot be decoded"):
-        index.add_folder(tmp_path / "broken")
+        index.add_folder(tmp_path / "broken", strict=True)
+    report = index.add_folder(tmp_path / "broken")
+    assert report.added == 0 and [image.path for image in report.skipped] == [str(broken / "cut.jpg")]
+    assert report.skipped[0].reason.startswith("cannot be decoded")
     Image.new("RGB", (20, 40)).save(tmp_path / "broken" / "loose.png")
     with pytest.raises(ValueError, match="folder of .*loose.png is 'broken', not an integer"):
         index.add_folder(tmp_path / "broken", person_id_from_folder=True)

@@ -10,21 +10,25 @@ from transformers import AutoModel, AutoProcessor
 
 from training.run import main
 
-from .conftest import REPO_ROOT, launch, tiny_recipe
+from .conftest import REPO_ROOT, launch, recipe_flags
 
 
 def tiny_irra_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
     """A seconds-long IRRA run: two 64-wide 2-layer towers on 64 x 32 images, SDM + ID + IRR, IRRA's optimiser."""
+    tower = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1)
     settings = dict(
-        model_type="irra",
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=1,
-        intermediate_size=128,
-        max_text_length=40,
+        dataset=dataset_dir,
+        generate_benchmark=False,
+        output_dir=output_dir,
+        init="random",
+        **{"model.model_type": "irra", "model.projection_dim": 64},
+        **{f"model.text_config.{name}": value for name, value in tower.items()},
+        **{f"model.vision_config.{name}": value for name, value in tower.items()},
+        **{"model.text_config.max_position_embeddings": 40, "model.vision_config.image_size": (64, 32)},
+        pad=2,
         losses="sdm+id+irr",
         sampler="random",
-        batch_size=16,
+        **{"finetune.batch_size": 16},
         optimizer="adam",
         learning_rate=1e-3,
         adam_epsilon=1e-8,
@@ -35,9 +39,17 @@ def tiny_irra_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         lr_schedule="irra",
         warmup_epochs=1,
         warmup_factor=0.1,
+        num_epochs=2,
+        eval_batch_size=32,
+        num_workers=0,
+        num_threads=1,
+        mixed_precision="no",
+        report_to="none",
+        logging_steps=1,
+        seed=7,
     )
     settings.update(overrides)
-    return tiny_recipe(dataset_dir, output_dir, **settings)
+    return recipe_flags(settings)
 
 
 def test_tiny_irra_run_ends_far_above_chance_and_saves_a_clean_model(tiny_benchmark, tmp_path):
@@ -47,7 +59,7 @@ def test_tiny_irra_run_ends_far_above_chance_and_saves_a_clean_model(tiny_benchm
     chance_r1 = 100 * 2 / 16  # 8 test identities with 2 images each
     assert results["test"]["R@1"] >= 2.5 * chance_r1, results["test"]
     saved = json.loads((output_dir / "results.json").read_text())
-    assert saved["effective_batch_size"] == 16 and saved["config"]["losses"] == "sdm+id+irr"
+    assert saved["effective_batch_size"] == 16 and saved["config"]["finetune"]["losses"] == "sdm+id+irr"
     # 80 identities x 2 images x 2 captions = 320 pairs: 20 batches of 16 per epoch
     assert saved["trained_steps"] == 16 * 20
 
@@ -94,9 +106,9 @@ def test_two_processes_with_gathered_losses_take_the_step_of_one_process_with_th
     start = tmp_path / "start"
     main(tiny_irra_recipe(tiny_benchmark, start, **{**recipe, "warmup_epochs": 1, "warmup_factor": 0.0}))  # a zero step
     whole = tmp_path / "whole-batch"
-    main(tiny_irra_recipe(tiny_benchmark, whole, **{**recipe, "batch_size": 16}))
+    main(tiny_irra_recipe(tiny_benchmark, whole, **{**recipe, "finetune.batch_size": 16}))
     halves = tmp_path / "two-processes"
-    launch([str(REPO_ROOT / "training" / "run.py"), *tiny_irra_recipe(tiny_benchmark, halves, **{**recipe, "batch_size": 8})], cwd=REPO_ROOT)
+    launch([str(REPO_ROOT / "training" / "run.py"), *tiny_irra_recipe(tiny_benchmark, halves, **{**recipe, "finetune.batch_size": 8})], cwd=REPO_ROOT)
 
     def weights(run):
         return load_file(run / "checkpoints" / "checkpoint_0" / "model.safetensors")

@@ -121,7 +121,7 @@ def test_an_irra_checkpoint_initialises_the_model_and_the_training_heads(tmp_pat
     checkpoint = tmp_path / "best.pth"
     state_dict = random_irra_checkpoint(embed=64, ddp=True)
     torch.save({"model": state_dict, "epoch": 60}, checkpoint)
-    config = parse_config(["--model_type", "irra", "--init", str(checkpoint), "--losses", "sdm+id+irr"])
+    config = parse_config(["--config", "training/configs/irra_rstpreid.yaml", "--init", str(checkpoint)])
     model, processor, source, heads = build_irra_model_and_processor(config)
     assert source == "IRRA checkpoint best.pth" and processor.tokenizer.mask_token_id == 49405
     assert model.config.vision_config.patch_grid == (24, 8) and model.config.projection_dim == 64
