@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from modeling_ivt.cli import CommandParser
+from modeling_ivt.cli import CommandParser, user_errors
 
 from .generate import IMAGE_HEIGHT, IMAGE_WIDTH, GeneratorSettings, generate_raw
 
@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-id", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(make_contact_sheet(args.output_png, args.identities, args.images_per_id, args.seed))
+    with user_errors():
+        sheet = make_contact_sheet(args.output_png, args.identities, args.images_per_id, args.seed)
+    print(sheet)
     return 0
 
 

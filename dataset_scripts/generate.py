@@ -46,7 +46,7 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
-from modeling_ivt.cli import CommandParser
+from modeling_ivt.cli import CommandParser, user_errors
 from modeling_ivt.safe_io import replace_path, write_text_atomic
 
 from .build import build_benchmark, format_counts_table, split_counts
@@ -891,7 +891,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = GeneratorSettings(**{setting.name: getattr(args, setting.name) for setting in dataclasses.fields(GeneratorSettings)})
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset_dict = ensure_generated_benchmark(args.output_dir, settings, num_workers=args.num_workers)
+    with user_errors():
+        dataset_dict = ensure_generated_benchmark(args.output_dir, settings, num_workers=args.num_workers)
     print(f"{BENCHMARK_NAME} at {args.output_dir}")
     print(format_counts_table(split_counts(dataset_dict)))
     return 0

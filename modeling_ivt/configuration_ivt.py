@@ -93,6 +93,31 @@ class IVTConfig(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+        sizes = {
+            "hidden_size": hidden_size,
+            "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": num_attention_heads,
+            "intermediate_size": intermediate_size,
+            "patch_size": patch_size,
+            "patch_stride": patch_stride,
+            "num_channels": num_channels,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": max_position_embeddings,
+            "type_vocab_size": type_vocab_size,
+            "fusion_num_hidden_layers": fusion_num_hidden_layers,
+            "fusion_num_attention_heads": fusion_num_attention_heads or num_attention_heads,
+            "fusion_intermediate_size": fusion_intermediate_size or intermediate_size,
+        }
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in {
+            "hidden_dropout_prob": hidden_dropout_prob,
+            "attention_dropout": attention_dropout,
+            "drop_path_rate": drop_path_rate,
+        }.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
         if hidden_size % num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"

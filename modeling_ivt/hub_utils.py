@@ -126,11 +126,24 @@ def card_to_publish(source_folder, repo_id: str, model_type: str, token=None) ->
     return new_model_card(repo_id, model_type)
 
 
-class ProjectCardPushMixin:
+class ProjectHubMixin:
     """
-    `push_to_hub` for the project's models and processors that publishes the project's model card
-    (`card_to_publish`) in the same commit as the files; transformers' own writes its blank template over it.
+    What the project's models and processors add to transformers' saving and pushing: `push_to_hub` publishes the
+    project's model card (`card_to_publish`) in the same commit as the files (transformers' own writes its blank
+    template over it), and saving with the model code names every auto class in `additional_auto_classes` in
+    `auto_map`, which otherwise records only the auto class the class was registered for.
     """
+
+    additional_auto_classes: tuple[str, ...] = ()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self.additional_auto_classes and getattr(self, "_auto_class", None) is not None:
+            own_name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                **dict.fromkeys(self.additional_auto_classes, own_name),
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _card_source_folder(self):
         tokenizer = getattr(self, "tokenizer", None)

@@ -18,7 +18,7 @@ from transformers.models.clip.modeling_clip import (
 from transformers.utils import ModelOutput
 
 from .configuration_irra import IRRAConfig, IRRATextConfig, IRRAVisionConfig
-from .hub_utils import ProjectCardPushMixin
+from .hub_utils import ProjectHubMixin
 
 
 @dataclass
@@ -83,7 +83,7 @@ class IRRAVisionEmbeddings(nn.Module):
         return embeddings + self.position_embedding(self.position_ids).to(patches.dtype)
 
 
-class IRRAPreTrainedModel(ProjectCardPushMixin, PreTrainedModel):
+class IRRAPreTrainedModel(ProjectHubMixin, PreTrainedModel):
     config: IRRAConfig
     config_class = IRRAConfig
     base_model_prefix = "irra"
@@ -193,6 +193,9 @@ class IRRAModel(IRRAPreTrainedModel):
     similarity (no logit scale at inference).
     """
 
+    # Also the model of the zero-shot image classification pipeline, for remote code too.
+    additional_auto_classes = ("AutoModelForZeroShotImageClassification",)
+
     def __init__(self, config: IRRAConfig):
         super().__init__(config)
         self.text_embed_dim = config.text_config.hidden_size
@@ -202,17 +205,6 @@ class IRRAModel(IRRAPreTrainedModel):
         self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
         self.post_init()
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saving with the model code (`register_for_auto_class`) also names this class for the zero-shot image
-        classification pipeline in `auto_map`, which otherwise records only the auto class it was registered for."""
-        if self._auto_class is not None:
-            own_name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
-            self.config.auto_map = {
-                **(getattr(self.config, "auto_map", None) or {}),
-                "AutoModelForZeroShotImageClassification": own_name,
-            }
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.get_input_embeddings()

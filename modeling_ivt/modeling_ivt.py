@@ -15,7 +15,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_ivt import IVTConfig
-from .hub_utils import ProjectCardPushMixin
+from .hub_utils import ProjectHubMixin
 
 
 @dataclass
@@ -293,7 +293,7 @@ class IVTEncoder(nn.Module):
         return hidden_states
 
 
-class IVTPreTrainedModel(ProjectCardPushMixin, PreTrainedModel):
+class IVTPreTrainedModel(ProjectHubMixin, PreTrainedModel):
     config: IVTConfig
     config_class = IVTConfig
     base_model_prefix = "ivt"
@@ -322,6 +322,9 @@ class IVTModel(IVTPreTrainedModel):
     the shared final LayerNorm, with no projection head, so both live in one `hidden_size`-wide space.
     """
 
+    # Also the model of the zero-shot image classification pipeline, for remote code too.
+    additional_auto_classes = ("AutoModelForZeroShotImageClassification",)
+
     def __init__(self, config: IVTConfig):
         super().__init__(config)
         self.image_embeddings = IVTImageEmbeddings(config)
@@ -332,17 +335,6 @@ class IVTModel(IVTPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_embeddings.word_embeddings
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saving with the model code (`register_for_auto_class`) also names this class for the zero-shot image
-        classification pipeline in `auto_map`, which otherwise records only the auto class it was registered for."""
-        if self._auto_class is not None:
-            own_name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
-            self.config.auto_map = {
-                **(getattr(self.config, "auto_map", None) or {}),
-                "AutoModelForZeroShotImageClassification": own_name,
-            }
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def set_input_embeddings(self, value: nn.Embedding):
         self.text_embeddings.word_embeddings = value

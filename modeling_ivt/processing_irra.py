@@ -8,7 +8,7 @@ import regex
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .hub_utils import ProjectCardPushMixin
+from .hub_utils import ProjectHubMixin
 
 
 def clean_caption(text: str) -> str:
@@ -17,7 +17,7 @@ def clean_caption(text: str) -> str:
     return regex.sub(r"\s+", " ", text).strip().lower()
 
 
-class IRRAProcessor(ProjectCardPushMixin, ProcessorMixin):
+class IRRAProcessor(ProjectHubMixin, ProcessorMixin):
     r"""
     Turns captions and/or pedestrian images into [`IRRAModel`] inputs exactly as IRRA does. A caption is cleaned
     ([`clean_caption`]), byte-level BPE encoded, wrapped in start-of-text / end-of-text, truncated to `max_length`

@@ -183,6 +183,10 @@ class RunSettings:
         for name in ("gradient_accumulation_steps", "num_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive (the schedule is relative to it), got {self.learning_rate}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(f"checkpoints_total_limit must be at least 1 or null, got {self.checkpoints_total_limit}")
         _check_choices(self)
 
 
@@ -209,6 +213,15 @@ class FinetuneSettings:
     temperature: float = _option(0.02, "sdm: the logit scale is 1 / temperature (IRRA: 0.02, fixed)")
     local_loss: bool = _option(
         False, "losses per process (as IVT and IRRA released), instead of over the batch gathered from all processes"
+    )
+    train_caption_words: int | None = _option(
+        None,
+        "training captions with more words than this (counted as the released loaders count them) are cut to it "
+        "(long_train_captions: cut, the released ICFG-PEDES loader) or left out (drop, the released RSTPReid "
+        "loader); evaluation always uses whole captions. null: no limit",
+    )
+    long_train_captions: Literal["cut", "drop"] = _option(
+        "cut", "what train_caption_words does to a longer training caption: cut or drop"
     )
 
     def __post_init__(self):
@@ -257,6 +270,7 @@ class PretrainSettings:
     mlm_probability: float = _option(0.25, "share of caption tokens masked (whole words)")
     mlm_max_masked_tokens: int = _option(8, "at most this many masked tokens per caption")
     max_caption_words: int = _option(50, "captions are cut to this many words")
+    max_caption_tokens: int = _option(50, "[CLS] plus at most this many - 1 caption tokens, no [SEP], as released")
 
 
 def _config_help(config_class) -> dict[str, str]:
@@ -526,6 +540,17 @@ class RecipeArgumentParser(HfArgumentParser):
                 help=argparse.SUPPRESS,
             )
 
+    def parse_known_args(self, args=None, namespace=None):
+        """Any mix of `-` and `_` in a flag's name is that flag (`--no-generate_benchmark`); words after `--` stay."""
+        args = sys.argv[1:] if args is None else list(args)
+        spellings = {_normalised(option): option for option in self._option_string_actions if option.startswith("--")}
+        end = args.index("--") if "--" in args else len(args)
+        for index, token in enumerate(args[:end]):
+            name, equals, value = token.partition("=")
+            if token.startswith("--") and name not in self._option_string_actions:
+                args[index] = spellings.get(_normalised(name), name) + equals + value
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
         """One line on stderr (no usage block), exit status 2."""
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -540,6 +565,10 @@ class RecipeArgumentParser(HfArgumentParser):
         if in_sections:
             return f"unknown option {token}; did you mean --{in_sections[0]}?"
         return f"unknown option {token}{_suggestion(name, known).replace('mean ', 'mean --')} (see --help)"
+
+
+def _normalised(option: str) -> str:
+    return "--" + option[2:].replace("-", "_")
 
 
 def _nullable(convert):
@@ -562,10 +591,11 @@ def build_parser(description: str | None = None, config_file=DEFAULT_CONFIG_FILE
 
 def _given_on_command_line(parser: RecipeArgumentParser, argv: list[str]) -> set[str]:
     """Names (dests) of the settings that `argv` sets."""
+    actions = {_normalised(option): action for option, action in parser._option_string_actions.items()}
     given = set()
     for token in argv:
         if token.startswith("--"):
-            action = parser._option_string_actions.get(token.split("=", 1)[0])
+            action = actions.get(_normalised(token.split("=", 1)[0]))
             if action is not None:
                 given.add(action.dest)
     return given

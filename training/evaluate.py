@@ -1,4 +1,4 @@
-"""Evaluate a saved or Hub IVT model on a built benchmark split: text-to-image R@1, R@5, R@10, mAP and mINP.
+"""Evaluate a saved or Hub model (IVT or IRRA-family) on a built benchmark split: text-to-image R@1, R@5, R@10, mAP and mINP.
 
 python training/evaluate.py --model outputs/ivt-drawn-pedestrians/best --dataset data/drawn-pedestrians
 python training/evaluate.py --model user/ivt-cuhk-pedes --dataset data/cuhk-pedes --split test --output m.json
@@ -22,7 +22,11 @@ import datasets  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from modeling_ivt.cli import CommandParser  # noqa: E402
-from modeling_ivt.loading import add_trust_remote_code_argument, load_model_and_processor  # noqa: E402
+from modeling_ivt.loading import (  # noqa: E402
+    add_bf16_argument,
+    add_trust_remote_code_argument,
+    load_model_and_processor,
+)
 from modeling_ivt.safe_io import write_text_atomic  # noqa: E402
 from training.metrics import METRIC_NAMES  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
@@ -54,7 +58,7 @@ def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = CommandParser(
         prog="python training/evaluate.py",
-        description="Text-to-image retrieval metrics of an IVT model on a built benchmark split (IRRA's protocol).",
+        description="Text-to-image retrieval metrics of an IVT or IRRA-family model on a built benchmark split (IRRA's protocol).",
     )
     parser.add_argument("--model", required=True, help="saved model folder or Hub repo id (model + processor)")
     parser.add_argument("--dataset", required=True, help="built benchmark folder (dataset_scripts.build output)")
@@ -62,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the metrics and run details to this JSON file")
     parser.add_argument("--batch-size", type=int, default=64, help="captions or images embedded at once")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    add_bf16_argument(parser)
     add_trust_remote_code_argument(parser)
     return parser.parse_args(argv)
 
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator = Accelerator()
     split_ds = load_split(args.dataset, args.split)
     model, processor = load_model_and_processor(
-        args.model, accelerator.device, trust_remote_code=args.trust_remote_code, revision=args.revision
+        args.model, accelerator.device, trust_remote_code=args.trust_remote_code, revision=args.revision, bf16=args.bf16
     )
     metrics = evaluate_split(model, processor, split_ds, batch_size=args.batch_size, accelerator=accelerator)
     if not accelerator.is_main_process:
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 "num_queries": num_queries,
                 "num_gallery": len(split_ds),
                 "num_processes": accelerator.num_processes,
+                "dtype": str(model.dtype).removeprefix("torch."),
                 "metrics": metrics,
             },
         )

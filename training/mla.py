@@ -63,6 +63,33 @@ def chunk_candidates(caption: str) -> list[str]:
     return [chunk.strip(" ") for chunk in chunks if len(chunk) > MIN_CHUNK_CHARS]
 
 
+def caption_word_starts(caption: str) -> list[int]:
+    """
+    Where each word of a caption starts, words counted as the released loaders count them: the caption split at
+    spaces, a piece holding ".", "," or "?" split again at the first of them it holds (empty parts dropped); an empty
+    piece between two spaces counts as a word.
+    """
+    starts, offset = [], 0
+    for piece in caption.split(" "):
+        separator = next((mark for mark in ".,?" if mark in piece), None)
+        if separator is None:
+            starts.append(offset)
+        else:
+            inner = offset
+            for part in piece.split(separator):
+                if part:
+                    starts.append(inner)
+                inner += len(part) + 1
+        offset += len(piece) + 1
+    return starts
+
+
+def cut_caption(caption: str, max_words: int) -> str:
+    """The caption up to (not including) its word number `max_words + 1` (the released ICFG-PEDES training cut)."""
+    starts = caption_word_starts(caption)
+    return caption if len(starts) <= max_words else caption[: starts[max_words]].rstrip(" ")
+
+
 def attribute_phrases_from_caption(caption: str) -> list[str]:
     """Short attribute phrases cut out of a caption by the rule-based chunker described in the module docstring."""
     phrases = []
@@ -102,10 +129,11 @@ def word_level(
 
 class MLATrainingDataset(torch.utils.data.Dataset):
     """
-    Training items for IVT. Indexed by `(pair_index, item_seed)` as the identity sampler yields them: the seed drives
-    every random choice of the item (views, phrase picks), so an item is reproducible wherever it is built (any
-    DataLoader worker, before or after a resume). With `mla` an item is three (view, text) pairs: (view 1, sentence),
-    (view 2, phrase), (view 3, word); without, one (view, sentence) pair.
+    Training items for IVT, each caption cut at `max_caption_words` words when given. Indexed by `(pair_index,
+    item_seed)` as the identity sampler yields them: the seed drives every random choice of the item (views, phrase
+    picks), so an item is reproducible wherever it is built (any DataLoader worker, before or after a resume). With
+    `mla` an item is three (view, text) pairs: (view 1, sentence), (view 2, phrase), (view 3, word); without, one
+    (view, sentence) pair.
     """
 
     def __init__(
@@ -115,8 +143,10 @@ class MLATrainingDataset(torch.utils.data.Dataset):
         mla: bool = True,
         word_max_phrases: int | None = None,
         word_mode: str = "attributes",
+        max_caption_words: int | None = None,
     ):
         self.pairs = pairs
+        self.max_caption_words = max_caption_words
         self.augmentation = augmentation
         self.mla = mla
         self.word_max_phrases = word_max_phrases
@@ -132,6 +162,8 @@ class MLATrainingDataset(torch.utils.data.Dataset):
         rng = random.Random(item_seed)
         generator = torch.Generator().manual_seed(item_seed)
         caption = example["caption"]
+        if self.max_caption_words is not None:
+            caption = cut_caption(caption, self.max_caption_words)
         texts = [sentence_level(caption)]
         if self.mla:
             texts.append(phrase_level(caption, rng))

@@ -48,11 +48,11 @@ from .engine import (
     derived_seed,
     load_benchmark,
     prepare_output_dir,
-    resume_from_checkpoint,
     set_num_threads,
     tracker_config,
     write_json_atomically,
 )
+from .checkpointing import CheckpointManager
 from .initialization import build_model_and_processor, checkpoint_overrides
 from .pretraining_data import MaskingSettings, PretrainingCollator
 from .retrieval import evaluate_split
@@ -215,7 +215,6 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         report_to=config.report_to,
-        checkpoints_total_limit=config.checkpoints_total_limit,
     )
     output_dir = prepare_output_dir(config, accelerator)
     dataset_dict = None
@@ -243,7 +242,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         augmentation,
         masking,
         max_words=config.pretrain.max_caption_words,
-        max_length=config.max_text_length,
+        max_length=config.pretrain.max_caption_tokens,
         mla=config.mla,
         word_max_phrases=config.word_max_phrases,
         word_mode=config.word_level,
@@ -254,10 +253,11 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     progress = TrainingProgress()
-    for stateful in (stream, scheduler, progress):
-        accelerator.register_for_checkpointing(stateful)
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, config.checkpoints_total_limit, {"stream": stream, "scheduler": scheduler, "progress": progress}
+    )
     if config.resume_from_checkpoint:
-        resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
+        checkpoints.resume(config.resume_from_checkpoint)
     accelerator.init_trackers("ivt-pretraining", config=tracker_config(config))
     effective_batch_size = config.pretrain.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     if config.mla:
@@ -324,7 +324,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         if (config.checkpointing_steps and progress.global_step % config.checkpointing_steps == 0) or (
             not config.checkpointing_steps and at_epoch_end
         ):
-            accelerator.save_state()
+            checkpoints.save()
     bar.close()
     accelerator.wait_for_everyone()
 

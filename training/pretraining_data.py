@@ -13,26 +13,27 @@ import torch
 from .augmentation import TrainAugmentation
 from .mla import phrase_level, sentence_level, word_level
 
-PUNCTUATION = re.compile(r"[^\w\s]")
+DELETED_PUNCTUATION = re.compile(r"[,.'!?\"()*#:;~]")
 
 
 @dataclass(frozen=True)
 class MaskingSettings:
-    """The released MLM masking: whole words, 25% of the tokens but at most 8, spans of 2..3 words with
-    probability 0.2, masked tokens replaced by [MASK] 80%, a random token 10%, kept 10% of the time."""
+    """The released MLM masking: 25% of the tokens but at most 8; spans of one token or, with probability 0.2, of
+    2..3 tokens, widened to whole words; masked tokens replaced by [MASK] 80%, a random token 10%, kept 10% of the
+    time."""
 
     probability: float = 0.25
     max_masked_tokens: int = 8
     span_probability: float = 0.2
-    max_span_words: int = 3
+    max_span_tokens: int = 3
     mask_token_share: float = 0.8
     random_token_share: float = 0.1
 
     def __post_init__(self):
         if not 0.0 < self.probability <= 1.0:
             raise ValueError(f"masking probability must be in (0, 1], got {self.probability}")
-        if self.max_masked_tokens < 1 or self.max_span_words < 1:
-            raise ValueError("max_masked_tokens and max_span_words must be at least 1")
+        if self.max_masked_tokens < 1 or self.max_span_tokens < 1:
+            raise ValueError("max_masked_tokens and max_span_tokens must be at least 1")
         if not 0.0 <= self.span_probability <= 1.0:
             raise ValueError(f"span_probability must be in [0, 1], got {self.span_probability}")
         if (
@@ -44,44 +45,47 @@ class MaskingSettings:
 
 
 def clean_caption(caption: str, max_words: int = 50) -> str:
-    """Lower-case, replace punctuation by spaces, collapse whitespace, keep the first `max_words` words."""
-    return " ".join(PUNCTUATION.sub(" ", caption.lower()).split()[:max_words])
+    """
+    The released pre-training caption: lower-cased, the characters , . ' ! ? " ( ) * # : ; ~ deleted, "-" and "/"
+    made spaces, "<person>" made "person", whitespace collapsed, the first `max_words` words kept.
+    """
+    text = DELETED_PUNCTUATION.sub("", caption.lower()).replace("-", " ").replace("/", " ")
+    text = text.replace("<person>", "person")
+    return " ".join(text.split()[:max_words])
 
 
-def _words(tokens: list[str], first: int, last: int) -> list[list[int]]:
-    """Token positions of each whole word in tokens[first:last]: a word is a token plus its `##` continuations."""
-    words: list[list[int]] = []
-    for position in range(first, last):
-        if tokens[position].startswith("##") and words:
-            words[-1].append(position)
-        else:
-            words.append([position])
-    return words
+def _word_bounds(tokens: list[str], start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened to whole words: back to the token that begins the word, on over `##` continuations."""
+    while start > 0 and tokens[start].startswith("##"):
+        start -= 1
+    while end < len(tokens) and tokens[end].startswith("##"):
+        end += 1
+    return start, end
 
 
 def choose_masked_positions(tokens: list[str], settings: MaskingSettings, rng: random.Random) -> list[int]:
     """
-    Positions to mask in one tokenized caption `[CLS] ... [SEP]` (no padding). Budget: round(probability x
-    caption tokens), at least 1, at most `max_masked_tokens`. Words are visited in random order; each starts a
-    span of one word, or with `span_probability` of 2..`max_span_words` consecutive words, and all its tokens are
-    masked. A last span overshooting the budget is cut down to a random subset of the budget's size.
+    The released MLM masking of one tokenized caption (`[CLS]` first, no padding; a final `[SEP]`, if any, is never
+    masked). Budget: round(probability x tokens, [CLS] counted), at least 1, at most `max_masked_tokens`. Token
+    positions are visited in random order; each not yet masked one starts a span of one token or, with
+    `span_probability`, of 2..`max_span_tokens` tokens, widened to whole words, and all of it is masked. Masked
+    positions beyond the budget are dropped at random.
     """
-    words = _words(tokens, 1, len(tokens) - 1)
-    num_tokens = sum(len(word) for word in words)
-    if num_tokens == 0:
+    length = len(tokens) - (1 if len(tokens) > 1 and tokens[-1] == "[SEP]" else 0)
+    if length < 2:
         return []
-    budget = min(settings.max_masked_tokens, max(1, round(settings.probability * num_tokens)))
+    budget = min(settings.max_masked_tokens, max(1, round(settings.probability * length)))
     masked: set[int] = set()
-    for start in rng.sample(range(len(words)), len(words)):
+    for position in rng.sample(range(1, length), length - 1):
         if len(masked) >= budget:
             break
-        if words[start][0] in masked:
+        if position in masked:
             continue
         span = 1
-        if settings.max_span_words >= 2 and rng.random() < settings.span_probability:
-            span = rng.randint(2, settings.max_span_words)
-        for word in words[start : start + span]:
-            masked.update(word)
+        if settings.max_span_tokens >= 2 and rng.random() < settings.span_probability:
+            span = rng.randint(2, settings.max_span_tokens)
+        start, end = _word_bounds(tokens, position, position + span)
+        masked.update(index for index in range(max(start, 1), min(end, length)))
     if len(masked) > budget:
         masked = set(rng.sample(sorted(masked), budget))
     return sorted(masked)
@@ -117,8 +121,8 @@ def mask_captions(
 
 class PretrainingCollator:
     """
-    Batches `{"image", "caption", "pair_id"}` pairs for `IVTForPreTraining`: captions tokenized (truncated to
-    `max_length` tokens), their masked copies for MLM, image views from `augmentation`, and the pair ids. With `mla`
+    Batches `{"image", "caption", "pair_id"}` pairs for `IVTForPreTraining`: captions tokenized as released, [CLS]
+    and at most `max_length - 1` caption tokens with no [SEP], their masked copies for MLM, image views from `augmentation`, and the pair ids. With `mla`
     every pair becomes three pairs with its id, as in fine-tuning (training.mla): (view 1, sentence), (view 2, phrase),
     (view 3, word level), concatenated level by level. Every text is cleaned (lower case, no punctuation, at most
     `max_words` words) after its level is cut out. `rng` drives every draw; reseed it per batch for reproducibility.
@@ -130,7 +134,7 @@ class PretrainingCollator:
         augmentation: TrainAugmentation,
         masking: MaskingSettings | None = None,
         max_words: int = 50,
-        max_length: int = 100,
+        max_length: int = 50,
         mla: bool = False,
         word_max_phrases: int | None = None,
         word_mode: str = "attributes",
@@ -152,6 +156,18 @@ class PretrainingCollator:
         word = word_level(caption, [], self.rng, self.word_max_phrases, self.word_mode)
         return [sentence_level(caption), phrase_level(caption, self.rng), word]
 
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """[CLS] + the first `max_length - 1` tokens of each text, no [SEP], right-padded to the longest."""
+        pieces = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length - 1)
+        rows = [[self.tokenizer.cls_token_id] + ids for ids in pieces["input_ids"]]
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, row in enumerate(rows):
+            input_ids[index, : len(row)] = torch.tensor(row)
+            attention_mask[index, : len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
     def __call__(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
         for index, pair in enumerate(pairs):
             missing = {"image", "caption", "pair_id"} - set(pair)
@@ -167,14 +183,7 @@ class PretrainingCollator:
             for item in range(len(pairs))
         ]
         pixel_values = torch.stack([views[item][level] for level in range(num_levels) for item in range(len(pairs))])
-        encoding = self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_token_type_ids=False,
-            return_tensors="pt",
-        )
+        encoding = self._tokenize(texts)
         mlm_input_ids, mlm_labels = mask_captions(
             encoding["input_ids"], encoding["attention_mask"], self.tokenizer, self.masking, self.rng
         )

@@ -33,6 +33,7 @@ from dataset_scripts.generate import BENCHMARK_NAME  # noqa: E402
 from dataset_scripts.views import training_pairs  # noqa: E402
 from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
 from modeling_ivt.hub_utils import push_folder_to_hub  # noqa: E402
+from modeling_ivt.cli import user_errors  # noqa: E402
 from modeling_ivt.safe_io import atomic_output  # noqa: E402
 from training.augmentation import IRRATrainAugmentation, TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
@@ -43,15 +44,21 @@ from training.engine import (  # noqa: E402
     derived_seed,
     load_benchmark,
     prepare_output_dir,
-    resume_from_checkpoint,
     set_num_threads,
     tracker_config,
     write_json_atomically,
 )
+from training.checkpointing import CheckpointManager  # noqa: E402
 from training.initialization import build_irra_model_and_processor, build_model_and_processor  # noqa: E402
 from training.irra_training import IRRAForRetrievalTraining, IRRATrainingDataset, collate_irra_items  # noqa: E402
 from training.loss import contiguous_class_ids, retrieval_loss_terms  # noqa: E402
-from training.mla import IVTForMLATraining, MLACollator, MLATrainingDataset, batch_to_device  # noqa: E402
+from training.mla import (  # noqa: E402
+    IVTForMLATraining,
+    MLACollator,
+    MLATrainingDataset,
+    batch_to_device,
+    caption_word_starts,
+)
 from training.model_card import METRIC_NAMES, build_model_card, metrics_table  # noqa: E402
 from training.pretrain import pretrain  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
@@ -89,6 +96,11 @@ def check_splits(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> 
 
 def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> datasets.Dataset:
     pairs = training_pairs(dataset_dict[config.train_split])
+    limit = config.finetune.train_caption_words
+    if limit is not None and config.finetune.long_train_captions == "drop":
+        captions = pairs["caption"]
+        pairs = pairs.select([index for index, text in enumerate(captions) if len(caption_word_starts(text)) <= limit])
+        logger.info("left out %d training captions of more than %d words", len(captions) - len(pairs), limit)
     if config.finetune.max_train_ids is not None:
         kept = set(sorted(set(pairs["person_id"]))[: config.finetune.max_train_ids])
         pairs = pairs.filter(lambda batch: [pid in kept for pid in batch["person_id"]], batched=True)
@@ -115,7 +127,10 @@ def training_data(config: TrainingConfig, model, processor, pairs: datasets.Data
         augmentation = TrainAugmentation(
             tuple(model.config.image_size), config.pad, config.flip_prob, config.erasing_prob, config.augment
         )
-        dataset = MLATrainingDataset(pairs, augmentation, config.mla, config.word_max_phrases, config.word_level)
+        cut_words = config.finetune.train_caption_words if config.finetune.long_train_captions == "cut" else None
+        dataset = MLATrainingDataset(
+            pairs, augmentation, config.mla, config.word_max_phrases, config.word_level, max_caption_words=cut_words
+        )
         collate = MLACollator(processor.tokenizer, config.max_text_length)
     distributed = dict(num_replicas=accelerator.num_processes, rank=accelerator.process_index, seed=config.seed)
     if config.finetune.sampler == "random":
@@ -134,7 +149,7 @@ def training_model(config: TrainingConfig, model, num_train_ids: int) -> torch.n
 
 
 def train_one_epoch(
-    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar, class_ids
+    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar, class_ids, checkpoints
 ) -> None:
     """Optimiser steps over the rest of this epoch's batches (a multiple of the accumulation steps)."""
     model.train()
@@ -182,7 +197,7 @@ def train_one_epoch(
                 accelerator.log(logs, step=progress.global_step)
                 running_loss, running_count = 0.0, 0
             if config.checkpointing_steps and progress.global_step % config.checkpointing_steps == 0:
-                accelerator.save_state()
+                checkpoints.save()
 
 
 def finetune(config: TrainingConfig) -> dict:
@@ -192,7 +207,6 @@ def finetune(config: TrainingConfig) -> dict:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         report_to=config.report_to,
-        checkpoints_total_limit=config.checkpoints_total_limit,
     )
     set_num_threads(config.num_threads)
     output_dir = prepare_output_dir(config, accelerator)
@@ -229,10 +243,11 @@ def finetune(config: TrainingConfig) -> dict:
     optimizer, scheduler = build_optimizer_and_scheduler(wrapped, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(wrapped, optimizer)
     progress = TrainingProgress()
-    for stateful in (sampler, scheduler, progress):
-        accelerator.register_for_checkpointing(stateful)
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, config.checkpoints_total_limit, {"sampler": sampler, "scheduler": scheduler, "progress": progress}
+    )
     if config.resume_from_checkpoint:
-        resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
+        checkpoints.resume(config.resume_from_checkpoint)
     accelerator.init_trackers("ivt", config=tracker_config(config))
 
     effective_batch_size = config.finetune.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
@@ -268,6 +283,7 @@ def finetune(config: TrainingConfig) -> dict:
             total_steps=total_steps,
             bar=bar,
             class_ids=class_ids,
+            checkpoints=checkpoints,
         )
         progress.epoch += 1
         sampler.set_epoch(progress.epoch)
@@ -296,7 +312,7 @@ def finetune(config: TrainingConfig) -> dict:
             if accelerator.is_main_process:
                 save_model_folder(accelerator.unwrap_model(model).model, processor, best_dir, overwrite=True)
         if not config.checkpointing_steps:
-            accelerator.save_state()
+            checkpoints.save()
     bar.close()
     accelerator.wait_for_everyone()
 
@@ -387,4 +403,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

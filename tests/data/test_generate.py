@@ -181,7 +181,7 @@ def test_concurrent_callers_wait_for_one_build(tmp_path, caplog):
 
     def call():
         try:
-            results.append(ensure_generated_benchmark(output_dir, num_workers=1, **TINY))
+            results.append(ensure_generated_benchmark(output_dir, TINY, num_workers=1))
         except Exception as error:  # reported below; a thread would otherwise swallow it
             errors.append(error)
 

@@ -17,8 +17,12 @@ def tiny_benchmark(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A randomly initialised tiny IVT saved with its processor, as training saves one."""
+def tiny_model_dir(request, tmp_path_factory):
+    """A randomly initialised tiny IVT (or, with the param "irra", a tiny IRRA) saved with its processor."""
+    if getattr(request, "param", "ivt") == "irra":
+        from tests.search.conftest import save_tiny_model
+
+        return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny-irra", seed=0, model_type="irra")
     config = IVTConfig(
         hidden_size=32,
         num_hidden_layers=2,

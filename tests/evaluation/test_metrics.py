@@ -4,6 +4,43 @@ import torch
 from training.metrics import full_sort_retrieval_metrics, retrieval_metrics
 
 
+def _reference_metrics(query_embeds, gallery_embeds, query_person_ids, gallery_person_ids):
+    """
+    The protocol by its definition, written apart from training.metrics: each row sorted by Python's stable sort on
+    descending cosine similarity (equal scores keep gallery order), then R@K, AP and INP read off the 1-based
+    positions of the relevant images.
+    """
+    query_embeds = torch.nn.functional.normalize(query_embeds, dim=-1)
+    gallery_embeds = torch.nn.functional.normalize(gallery_embeds, dim=-1)
+    totals = dict.fromkeys(("R@1", "R@5", "R@10", "mAP", "mINP"), 0.0)
+    for query, person in zip(query_embeds, query_person_ids.tolist()):
+        row = (gallery_embeds @ query).tolist()
+        ranking = sorted(range(len(row)), key=lambda column: -row[column])
+        positions = [place + 1 for place, column in enumerate(ranking) if gallery_person_ids[column] == person]
+        for k in (1, 5, 10):
+            totals[f"R@{k}"] += positions[0] <= k
+        totals["mAP"] += sum(hit / position for hit, position in enumerate(positions, start=1)) / len(positions)
+        totals["mINP"] += len(positions) / positions[-1]
+    return {name: 100.0 * total / len(query_embeds) for name, total in totals.items()}
+
+
+def _tie_heavy_case(seed: int, num_queries: int, num_gallery: int, num_people: int, dim: int):
+    """
+    Embeddings of +-1 entries (dim a power of 4, so normalised entries and every dot product are exact in any
+    summation order): only dim + 1 distinct scores exist, so most relevant images tie with others, with each other,
+    or with every image of the gallery.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def signs(count):
+        return torch.randint(0, 2, (count, dim), generator=generator).float() * 2 - 1
+
+    gallery_person_ids = torch.randint(num_people, (num_gallery,), generator=generator) * 3 + 100
+    gallery_person_ids[:num_people] = torch.arange(num_people) * 3 + 100
+    query_person_ids = gallery_person_ids[torch.randint(num_gallery, (num_queries,), generator=generator)]
+    return signs(num_queries), signs(num_gallery), query_person_ids, gallery_person_ids
+
+
 def _random_case(seed: int, num_queries: int, num_gallery: int, num_people: int, dim: int = 8):
     """Random embeddings (ties have probability ~0) and scattered, non-contiguous, partly negative person ids."""
     generator = torch.Generator().manual_seed(seed)
@@ -28,13 +65,48 @@ def test_chunked_equals_full_sort_on_random_cases(seed, chunk_size):
         assert actual[name] == pytest.approx(expected[name], abs=1e-5), name
 
 
+@pytest.mark.parametrize(
+    ("seed", "dim", "num_gallery", "num_people"), [(0, 4, 60, 7), (1, 16, 300, 25), (2, 16, 700, 9), (3, 4, 40, 40)]
+)
+def test_ties_rank_like_a_stable_full_sort(seed, dim, num_gallery, num_people):
+    case = _tie_heavy_case(seed, num_queries=90, num_gallery=num_gallery, num_people=num_people, dim=dim)
+    expected = _reference_metrics(*case)
+    assert full_sort_retrieval_metrics(*case) == pytest.approx(expected, abs=1e-5)  # it sums precision in fp32
+    for chunk_size in (1, 7, 128):
+        assert retrieval_metrics(*case, chunk_size=chunk_size) == pytest.approx(expected, abs=1e-9)
+
+
+def test_every_gallery_image_tying():
+    # One gallery image repeated: every row's scores are equal, so the ranking is the gallery order itself.
+    gallery_embeds = torch.ones(9, 4)
+    gallery_person_ids = torch.tensor([3, 1, 2, 1, 3, 3, 2, 1, 2])
+    query_embeds = torch.tensor([[1.0, -1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0], [1.0, 1.0, 1.0, 1.0]])
+    query_person_ids = torch.tensor([1, 3, 2])
+    expected = _reference_metrics(query_embeds, gallery_embeds, query_person_ids, gallery_person_ids)
+    assert expected["R@1"] == pytest.approx(100 / 3)  # only person 3 owns the first gallery image
+    for chunk_size in (1, 3):
+        actual = retrieval_metrics(
+            query_embeds, gallery_embeds, query_person_ids, gallery_person_ids, chunk_size=chunk_size
+        )
+        assert actual == pytest.approx(expected, abs=1e-9)
+
+
+def test_reference_agrees_on_random_cases():
+    case = _random_case(5, num_queries=40, num_gallery=70, num_people=9)
+    assert retrieval_metrics(*case) == pytest.approx(_reference_metrics(*case), abs=1e-9)
+
+
 def test_scale_of_embeddings_does_not_matter():
+    """Cosine similarity: every query and every gallery image may come with its own norm."""
     query_embeds, gallery_embeds, query_person_ids, gallery_person_ids = _random_case(9, 40, 30, 6)
     plain = retrieval_metrics(query_embeds, gallery_embeds, query_person_ids, gallery_person_ids)
-    rescaled = retrieval_metrics(
-        query_embeds * torch.rand(40, 1) * 100, gallery_embeds * 0.01, query_person_ids, gallery_person_ids
-    )
-    assert rescaled == pytest.approx(plain)
+    generator = torch.Generator().manual_seed(1)
+    query_scales = torch.rand(40, 1, generator=generator) * 100
+    gallery_scales = torch.rand(30, 1, generator=generator) * 10 + 0.01
+    for metric in (retrieval_metrics, full_sort_retrieval_metrics):
+        rescaled = metric(query_embeds * query_scales, gallery_embeds * gallery_scales, query_person_ids,
+                          gallery_person_ids)  # fmt: skip
+        assert rescaled == pytest.approx(plain)
 
 
 def test_hand_worked_ranks():

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from modeling_ivt.hub_utils import PIPELINE_TAG, converted_model_card
@@ -36,12 +37,17 @@ PIPELINES_WITHOUT_PACKAGE = WITHOUT_PACKAGE + textwrap.dedent(
 )
 
 
-def test_zero_shot_and_feature_extraction_pipelines_match_the_model(tmp_path, model, processor):
+@pytest.mark.parametrize("family", ["ivt", "irra"])
+def test_zero_shot_and_feature_extraction_pipelines_match_the_model(tmp_path, family, request):
     """The card's pipeline_tag is the zero-shot task run here; its ranking is the model's own logits_per_image."""
     from PIL import Image
 
-    card = converted_model_card(model.config, "best.pth", "someone/ivt", ignored=[])
-    assert card.data.pipeline_tag == PIPELINE_TAG == "zero-shot-image-classification"
+    prefix = "" if family == "ivt" else "irra_"
+    model, processor = request.getfixturevalue(f"{prefix}model"), request.getfixturevalue(f"{prefix}processor")
+
+    assert PIPELINE_TAG == "zero-shot-image-classification"
+    if family == "ivt":
+        assert converted_model_card(model.config, "best.pth", "someone/ivt", ignored=[]).data.pipeline_tag == PIPELINE_TAG
 
     folder = tmp_path / "ivt"
     model.save_pretrained(folder)
@@ -57,7 +63,10 @@ def test_zero_shot_and_feature_extraction_pipelines_match_the_model(tmp_path, mo
     image = Image.new("RGB", (64, 160), (200, 30, 30))
     hypotheses = [f"This is a photo of {label}." for label in LABELS]
     inputs = processor(text=hypotheses, images=[image])
-    assert remote["tokens"] == {name: tensor.tolist() for name, tensor in inputs.items() if name != "pixel_values"}
+    assert set(remote["tokens"]) == {"input_ids", "attention_mask"}, "the tokenizer gives the processor's inputs"
+    for row, (ids, mask) in enumerate(zip(remote["tokens"]["input_ids"], remote["tokens"]["attention_mask"], strict=True)):
+        expected_mask = inputs["attention_mask"][row]
+        assert [i for i, m in zip(ids, mask, strict=True) if m] == inputs["input_ids"][row][expected_mask.bool()].tolist()
     with torch.no_grad():
         both = model(**inputs)
         captions = model(**processor(text=LABELS))
@@ -76,3 +85,21 @@ def test_one_modality_gives_that_side_s_embeddings(model, processor, captions, i
     torch.testing.assert_close(images_only.image_embeds, both.image_embeds)
     assert text_only.image_embeds is None and text_only.logits_per_text is None
     torch.testing.assert_close(images_only[0], both.image_embeds)
+
+
+def test_pipelines_run_an_irra_folder(tmp_path, irra_model, irra_processor):
+    from PIL import Image
+    from transformers import pipeline
+
+    irra_model.save_pretrained(tmp_path)
+    irra_processor.save_pretrained(tmp_path)
+    image = Image.new("RGB", (64, 160), (200, 30, 30))
+    zero_shot = pipeline(PIPELINE_TAG, model=str(tmp_path), trust_remote_code=True)
+    ranking = [result["label"] for result in zero_shot(image, candidate_labels=LABELS)]
+    text_features = pipeline("feature-extraction", model=str(tmp_path), trust_remote_code=True)
+    with torch.no_grad():
+        both = irra_model(**irra_processor(text=[f"This is a photo of {label}." for label in LABELS], images=[image]))
+        captions = irra_model(**irra_processor(text=LABELS))
+    assert ranking == [LABELS[i] for i in both.logits_per_image[0].argsort(descending=True).tolist()]
+    embeds = torch.tensor(text_features(LABELS)).reshape(len(LABELS), -1)
+    torch.testing.assert_close(embeds, captions.text_embeds)

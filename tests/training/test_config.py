@@ -165,3 +165,8 @@ def test_num_threads_zero_shares_the_cores_among_this_machines_processes(monkeyp
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_any_mix_of_dashes_and_underscores_names_the_same_flag():
+    config = parse_config(["--no-generate_benchmark", "--finetune.pairs-per_id", "3", "--learning-rate=0.5"])
+    assert config.generate_benchmark is False and config.finetune.pairs_per_id == 3 and config.learning_rate == 0.5

@@ -9,7 +9,7 @@ import datasets
 import evaluate
 import torch
 
-from training.metrics import retrieval_metrics
+from training.metrics import DEFAULT_CHUNK_SIZE, retrieval_metrics
 
 _DESCRIPTION = """
 Text-to-image person retrieval metrics. Every query (a caption embedding) is ranked against the whole gallery (image
@@ -25,7 +25,7 @@ Args:
     query_person_ids (`list` of `int`): the person id of each query.
     gallery_embeds (`list` of `list` of `float` or `torch.Tensor`): one embedding per gallery image, same width.
     gallery_person_ids (`list` of `int` or `torch.Tensor`): the person id of each gallery image.
-    chunk_size (`int`, *optional*, defaults to 1024): queries scored at once.
+    chunk_size (`int`, *optional*, defaults to 128): queries scored at once.
 Returns:
     `dict` with "R@1", "R@5", "R@10", "mAP" and "mINP".
 Examples:
@@ -60,7 +60,9 @@ class IvtRetrieval(evaluate.Metric):
             ),
         )
 
-    def _compute(self, query_embeds, query_person_ids, gallery_embeds=None, gallery_person_ids=None, chunk_size=1024):
+    def _compute(
+        self, query_embeds, query_person_ids, gallery_embeds=None, gallery_person_ids=None, chunk_size=DEFAULT_CHUNK_SIZE
+    ):
         if gallery_embeds is None or gallery_person_ids is None:
             raise ValueError("compute() needs gallery_embeds= and gallery_person_ids= (the gallery side)")
         return retrieval_metrics(
