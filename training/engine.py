@@ -22,6 +22,7 @@ from dataset_scripts.generate import ensure_generated_benchmark
 from modeling_ivt.safe_io import write_text_atomic
 
 from .config import TrainingConfig
+from .irra_recipe import build_irra_optimizer, build_irra_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -155,16 +156,33 @@ def build_lr_scheduler(
 def build_optimizer_and_scheduler(
     model: torch.nn.Module, config: TrainingConfig, steps_per_epoch: int, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The recipe's optimiser and its warm-up + cosine schedule, as both stages use them."""
-    optimizer = build_optimizer(
-        model,
-        config.optimizer,
-        config.learning_rate,
-        config.weight_decay,
-        config.bias_lr_factor,
-        config.momentum,
-        (config.adam_beta1, config.adam_beta2),
-    )
+    """The recipe's optimiser and learning-rate schedule, as both stages use them."""
+    if config.optimizer == "adam":
+        optimizer = build_irra_optimizer(
+            model,
+            config.learning_rate,
+            config.weight_decay,
+            config.head_lr_factor,
+            config.bias_lr_factor,
+            config.bias_weight_decay,
+            (config.adam_beta1, config.adam_beta2),
+            config.adam_epsilon,
+        )
+    else:
+        optimizer = build_optimizer(
+            model,
+            config.optimizer,
+            config.learning_rate,
+            config.weight_decay,
+            config.bias_lr_factor,
+            config.momentum,
+            (config.adam_beta1, config.adam_beta2),
+        )
+    if config.lr_schedule == "irra":
+        warmup_epochs = int(config.warmup_epochs)
+        return optimizer, build_irra_scheduler(
+            optimizer, steps_per_epoch, warmup_epochs, config.num_epochs, config.warmup_factor
+        )
     scheduler = build_lr_scheduler(
         optimizer,
         steps_per_epoch,

@@ -1,4 +1,5 @@
-"""The model and processor a run starts from: random, MiniLM text init, ViT + BERT init, or any IVT checkpoint."""
+"""The model and processor a run starts from. IVT: random, MiniLM text init, ViT + BERT init, or any IVT checkpoint.
+IRRA family: random, CLIP, an IRRA checkpoint (with its training heads), or any saved IRRA-family model."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor
 
-from modeling_ivt import IVTConfig, IVTModel, create_processor, minilm_dir
+from modeling_ivt import IRRAModel, IVTConfig, IVTModel, create_irra_processor, create_processor, minilm_dir
 from modeling_ivt.conversion_utils import load_state_dict_file
+from modeling_ivt.convert_clip import irra_from_clip_folder
+from modeling_ivt.convert_irra_checkpoint import TRAINING_ONLY_PREFIXES, convert_irra_state_dict
 from modeling_ivt.convert_pretraining import encoder_from_pretraining
 from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert, shared_tensors_from_post_norm_bert
 
@@ -85,3 +88,37 @@ def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, obje
             image_size,
         )
     return model, processor, f"IVT checkpoint {config.init}"
+
+
+def build_irra_model_and_processor(config: TrainingConfig) -> tuple[IRRAModel, object, str, dict[str, torch.Tensor]]:
+    """
+    The initial IRRA-family model, its processor, a one-line description of where the weights came from, and the
+    training-only tensors of an IRRA checkpoint (IRRA's names; empty for the other starts) for
+    `IRRAForRetrievalTraining.load_training_heads`.
+    """
+    vision = config.model.vision_config
+    image_size = tuple(vision.image_size)
+    if config.init == "random":
+        model = IRRAModel(copy.deepcopy(config.model))
+        return model, create_irra_processor(model.config), "random initialisation", {}
+    if config.init == "clip":
+        if not config.clip_path:
+            raise ValueError("init=clip needs --clip_path (a CLIPModel folder with config.json and model.safetensors)")
+        model, report = irra_from_clip_folder(config.clip_path, image_size, vision.patch_stride)
+        logger.info("CLIP initialisation from %s: %s", config.clip_path, report.summary())
+        return model, create_irra_processor(model.config), f"CLIP {config.clip_path}", {}
+    if Path(config.init).is_file():
+        state_dict = load_state_dict_file(config.init)
+        model, left_out = convert_irra_state_dict(state_dict)
+        heads = {key: state_dict[key].float() for key in left_out if key.startswith(TRAINING_ONLY_PREFIXES)}
+        logger.info("IRRA checkpoint %s: dual encoder loaded, %d training-head tensors kept", config.init, len(heads))
+        return model, create_irra_processor(model.config), f"IRRA checkpoint {Path(config.init).name}", heads
+    model = IRRAModel.from_pretrained(config.init, dtype=torch.float32)
+    if tuple(model.config.vision_config.image_size) != image_size:
+        logger.warning(
+            "%s takes %s images; model.vision_config.image_size (%s) is ignored",
+            config.init,
+            model.config.vision_config.image_size,
+            image_size,
+        )
+    return model, AutoProcessor.from_pretrained(config.init), f"IRRA-family model {config.init}", {}

@@ -81,6 +81,23 @@ def distributed_sdm_loss(
     return sdm_loss(image_embeds, text_embeds, person_ids, logit_scale)
 
 
+CLASSIFIER_STD = 0.001
+
+
+def identity_classifier(embed_dim: int, num_train_ids: int) -> torch.nn.Linear:
+    """The ID loss's classifier over contiguous training identities: weights N(0, 0.001), bias 0 (IRRA's init)."""
+    classifier = torch.nn.Linear(embed_dim, num_train_ids)
+    with torch.no_grad():
+        classifier.weight.normal_(std=CLASSIFIER_STD)
+        classifier.bias.zero_()
+    return classifier
+
+
+def contiguous_class_ids(person_ids) -> dict[int, int]:
+    """Training person id -> class index 0 .. N-1, in sorted id order (the classifier needs contiguous classes)."""
+    return {person_id: index for index, person_id in enumerate(sorted({int(pid) for pid in person_ids}))}
+
+
 def identity_loss(image_logits: torch.Tensor, text_logits: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
     """ID loss: the mean of the image and the text cross-entropy of one shared identity classifier.
 

@@ -18,6 +18,7 @@ import datasets
 import torch
 
 from .augmentation import TrainAugmentation
+from .loss import RetrievalTrainingOutput, identity_classifier
 
 MIN_CHUNK_CHARS = 5
 CONNECTIVES = (
@@ -202,27 +203,32 @@ class MLACollator:
         return {"pixel_values": pixel_values, "text_levels": text_levels, "person_ids": person_ids}
 
 
-def batch_to_device(batch: dict, device) -> dict:
-    return {
-        "pixel_values": batch["pixel_values"].to(device),
-        "person_ids": batch["person_ids"].to(device),
-        "text_levels": [{name: tensor.to(device) for name, tensor in level.items()} for level in batch["text_levels"]],
-    }
+def batch_to_device(batch, device):
+    """The batch with every tensor in it (nested in dicts and lists, as MLA's text levels are) on `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {name: batch_to_device(value, device) for name, value in batch.items()}
+    if isinstance(batch, list):
+        return [batch_to_device(value, device) for value in batch]
+    return batch
 
 
 class IVTForMLATraining(torch.nn.Module):
     """
     The training-time forward of IVT: [CLS] features of every view and of every text level (encoded level by level),
-    in one `forward` so that DistributedDataParallel sees a single call. `model` is the IVTModel that gets saved.
+    in one `forward` so that DistributedDataParallel sees a single call. `model` is the IVTModel that gets saved;
+    with `num_train_ids`, an identity classifier for the ID loss is trained next to it (and not saved).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, num_train_ids: int | None = None):
         super().__init__()
         self.model = model
+        self.classifier = identity_classifier(model.config.hidden_size, num_train_ids) if num_train_ids else None
 
     def forward(
         self, pixel_values: torch.Tensor, text_levels: list[dict], token_drop_generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> RetrievalTrainingOutput:
         image_features = self.model.get_image_features(pixel_values, token_drop_generator=token_drop_generator)
         text_features = [
             self.model.get_text_features(
@@ -230,4 +236,8 @@ class IVTForMLATraining(torch.nn.Module):
             ).pooler_output
             for level in text_levels
         ]
-        return image_features.pooler_output, torch.cat(text_features)
+        output = RetrievalTrainingOutput(image_embeds=image_features.pooler_output, text_embeds=torch.cat(text_features))
+        if self.classifier is not None:
+            output.image_logits = self.classifier(output.image_embeds)
+            output.text_logits = self.classifier(output.text_embeds)
+        return output

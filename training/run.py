@@ -31,12 +31,11 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from dataset_scripts.generate import BENCHMARK_NAME  # noqa: E402
 from dataset_scripts.views import training_pairs  # noqa: E402
-from modeling_ivt import IVTModel  # noqa: E402
 from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
 from modeling_ivt.hub_utils import push_folder_to_hub  # noqa: E402
 from modeling_ivt.cli import user_errors  # noqa: E402
 from modeling_ivt.safe_io import atomic_output  # noqa: E402
-from training.augmentation import TrainAugmentation  # noqa: E402
+from training.augmentation import IRRATrainAugmentation, TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
 from training.engine import (  # noqa: E402
     TrainingProgress,
@@ -50,8 +49,9 @@ from training.engine import (  # noqa: E402
     write_json_atomically,
 )
 from training.checkpointing import CheckpointManager  # noqa: E402
-from training.initialization import build_model_and_processor  # noqa: E402
-from training.loss import distributed_cmpm_loss  # noqa: E402
+from training.initialization import build_irra_model_and_processor, build_model_and_processor  # noqa: E402
+from training.irra_training import IRRAForRetrievalTraining, IRRATrainingDataset, collate_irra_items  # noqa: E402
+from training.loss import contiguous_class_ids, retrieval_loss_terms  # noqa: E402
 from training.mla import (  # noqa: E402
     IVTForMLATraining,
     MLACollator,
@@ -62,7 +62,7 @@ from training.mla import (  # noqa: E402
 from training.model_card import METRIC_NAMES, build_model_card, metrics_table  # noqa: E402
 from training.pretrain import pretrain  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
-from training.sampler import IdentityBatchSampler  # noqa: E402
+from training.sampler import IdentityBatchSampler, RandomBatchSampler  # noqa: E402
 
 logger = logging.getLogger("training.run")
 
@@ -107,8 +107,49 @@ def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.Dataset
     return pairs
 
 
+def training_data(config: TrainingConfig, model, processor, pairs: datasets.Dataset, accelerator):
+    """The model family's training dataset and collate function, and the selected sampler over it."""
+    if config.model.model_type == "irra":
+        image_processor = processor.image_processor
+        augmentation = IRRATrainAugmentation(
+            tuple(model.config.vision_config.image_size),
+            tuple(image_processor.image_mean),
+            tuple(image_processor.image_std),
+            config.pad,
+            config.flip_prob,
+            config.erasing_prob,
+            enabled=config.augment,
+        )
+        mask_token_id = processor.tokenizer.mask_token_id if "irr" in config.finetune.loss_names else None
+        dataset = IRRATrainingDataset(pairs, augmentation, processor, mask_token_id)
+        collate = collate_irra_items
+    else:
+        augmentation = TrainAugmentation(
+            tuple(model.config.image_size), config.pad, config.flip_prob, config.erasing_prob, config.augment
+        )
+        cut_words = config.finetune.train_caption_words if config.finetune.long_train_captions == "cut" else None
+        dataset = MLATrainingDataset(
+            pairs, augmentation, config.mla, config.word_max_phrases, config.word_level, max_caption_words=cut_words
+        )
+        collate = MLACollator(processor.tokenizer, config.max_text_length)
+    distributed = dict(num_replicas=accelerator.num_processes, rank=accelerator.process_index, seed=config.seed)
+    if config.finetune.sampler == "random":
+        sampler = RandomBatchSampler(len(dataset), config.finetune.batch_size, **distributed)
+    else:
+        sampler = IdentityBatchSampler(dataset.person_ids, config.finetune.ids_per_batch, config.finetune.pairs_per_id, **distributed)
+    return dataset, collate, sampler
+
+
+def training_model(config: TrainingConfig, model, num_train_ids: int) -> torch.nn.Module:
+    """The saved model wrapped with the training-only heads its losses need."""
+    classes = num_train_ids if "id" in config.finetune.loss_names else None
+    if config.model.model_type == "irra":
+        return IRRAForRetrievalTraining(model, classes, irr="irr" in config.finetune.loss_names)
+    return IVTForMLATraining(model, classes)
+
+
 def train_one_epoch(
-    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar, checkpoints
+    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar, class_ids, checkpoints
 ) -> None:
     """Optimiser steps over the rest of this epoch's batches (a multiple of the accumulation steps)."""
     model.train()
@@ -119,15 +160,22 @@ def train_one_epoch(
         if sampler.batches_consumed >= usable_batches or progress.global_step >= total_steps:
             break
         batch = batch_to_device(batch, accelerator.device)
-        generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
-        token_drop_generator = torch.Generator(generator_device).manual_seed(
-            derived_seed(
-                config.seed, "token-drop", progress.epoch, sampler.batches_consumed, accelerator.process_index
+        person_ids = batch.pop("person_ids")
+        classes = None
+        if "id" in config.finetune.loss_names:
+            classes = torch.tensor([class_ids[pid] for pid in person_ids.tolist()], device=person_ids.device)
+        if config.model.model_type == "ivt":
+            generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
+            batch["token_drop_generator"] = torch.Generator(generator_device).manual_seed(
+                derived_seed(
+                    config.seed, "token-drop", progress.epoch, sampler.batches_consumed, accelerator.process_index
+                )
             )
-        )
         with accelerator.accumulate(model):
-            image_features, text_features = model(batch["pixel_values"], batch["text_levels"], token_drop_generator)
-            loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.finetune.local_loss)
+            terms = retrieval_loss_terms(
+                model(**batch), person_ids, classes, config.finetune.loss_names, 1.0 / config.finetune.temperature, config.finetune.local_loss
+            )
+            loss = sum(terms.values())
             accelerator.backward(loss)
             if accelerator.sync_gradients and config.max_grad_norm is not None:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -143,10 +191,10 @@ def train_one_epoch(
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", epoch=progress.epoch)
             if progress.global_step % config.logging_steps == 0:
-                accelerator.log(
-                    {"train/loss": running_loss / running_count, "train/lr": scheduler.get_last_lr()[0]},
-                    step=progress.global_step,
-                )
+                logs = {"train/loss": running_loss / running_count, "train/lr": scheduler.get_last_lr()[0]}
+                if len(terms) > 1:
+                    logs.update({f"train/loss_{name}": term.item() for name, term in terms.items()})
+                accelerator.log(logs, step=progress.global_step)
                 running_loss, running_count = 0.0, 0
             if config.checkpointing_steps and progress.global_step % config.checkpointing_steps == 0:
                 checkpoints.save()
@@ -167,37 +215,33 @@ def finetune(config: TrainingConfig) -> dict:
     pairs = select_training_pairs(config, dataset_dict)
 
     set_seed(config.seed)
-    model, processor, init_source = build_model_and_processor(config)
+    head_tensors = {}
+    if config.model.model_type == "irra":
+        model, processor, init_source, head_tensors = build_irra_model_and_processor(config)
+    else:
+        model, processor, init_source = build_model_and_processor(config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    image_size = tuple(model.config.image_size)
-    augmentation = TrainAugmentation(image_size, config.pad, config.flip_prob, config.erasing_prob, config.augment)
-    cut_words = config.finetune.train_caption_words if config.finetune.long_train_captions == "cut" else None
-    train_dataset = MLATrainingDataset(
-        pairs, augmentation, config.mla, config.word_max_phrases, config.word_level, max_caption_words=cut_words
-    )
-    sampler = IdentityBatchSampler(
-        train_dataset.person_ids,
-        config.finetune.ids_per_batch,
-        config.finetune.pairs_per_id,
-        num_replicas=accelerator.num_processes,
-        rank=accelerator.process_index,
-        seed=config.seed,
-    )
+    train_dataset, collate, sampler = training_data(config, model, processor, pairs, accelerator)
     loader = torch.utils.data.DataLoader(
         train_dataset,
         batch_sampler=sampler,
-        collate_fn=MLACollator(processor.tokenizer, config.max_text_length),
+        collate_fn=collate,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
         generator=torch.Generator(),
     )
+    class_ids = contiguous_class_ids(train_dataset.person_ids)
     steps_per_epoch = sampler.batches_per_epoch(0) // config.gradient_accumulation_steps
     total_steps = config.num_epochs * steps_per_epoch
     if config.max_train_steps is not None:
         total_steps = min(total_steps, config.max_train_steps)
-    optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
-    model, optimizer = accelerator.prepare(IVTForMLATraining(model), optimizer)
+    wrapped = training_model(config, model, len(class_ids))
+    if head_tensors:
+        loaded = wrapped.load_training_heads(head_tensors)
+        logger.info("training heads from %s: %d of %d tensors loaded", init_source, len(loaded), len(head_tensors))
+    optimizer, scheduler = build_optimizer_and_scheduler(wrapped, config, steps_per_epoch, total_steps)
+    model, optimizer = accelerator.prepare(wrapped, optimizer)
     progress = TrainingProgress()
     checkpoints = CheckpointManager(
         accelerator, output_dir, config.checkpoints_total_limit, {"sampler": sampler, "scheduler": scheduler, "progress": progress}
@@ -211,7 +255,7 @@ def finetune(config: TrainingConfig) -> dict:
         "training %s on %d pairs (%d identities): %d processes, %d items per optimiser step, %d steps",
         init_source,
         len(pairs),
-        len(sampler.indices_by_person),
+        len(class_ids),
         accelerator.num_processes,
         effective_batch_size,
         total_steps,
@@ -238,6 +282,7 @@ def finetune(config: TrainingConfig) -> dict:
             config=config,
             total_steps=total_steps,
             bar=bar,
+            class_ids=class_ids,
             checkpoints=checkpoints,
         )
         progress.epoch += 1
@@ -271,7 +316,8 @@ def finetune(config: TrainingConfig) -> dict:
     bar.close()
     accelerator.wait_for_everyone()
 
-    best_model = IVTModel.from_pretrained(best_dir, dtype=torch.float32).to(accelerator.device).eval()
+    saved_class = type(accelerator.unwrap_model(model).model)
+    best_model = saved_class.from_pretrained(best_dir, dtype=torch.float32).to(accelerator.device).eval()
     test_metrics = None
     if config.test_split:
         test_metrics = evaluate_split(
@@ -313,8 +359,9 @@ def finetune(config: TrainingConfig) -> dict:
         with atomic_output(best_dir / "README.md") as partial_card:
             card.save(partial_card)
         if config.push_to_hub:
+            family = saved_class.__name__.removesuffix("Model")
             push_folder_to_hub(
-                best_dir, config.push_to_hub, commit_message=f"IVT fine-tuned on {dataset_display_name(config)}"
+                best_dir, config.push_to_hub, commit_message=f"{family} fine-tuned on {dataset_display_name(config)}"
             )
         results["wall_time_s"] = round(time.time() - START_TIME, 1)
         write_json_atomically(output_dir / RESULTS_FILE, results)

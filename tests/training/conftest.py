@@ -22,7 +22,9 @@ def setting_flag(name: str) -> str:
     """The flag of a setting given by its bare name: `--learning_rate`, `--model.hidden_size`, `--finetune.pairs_per_id`."""
     if "." in name or name in setting_names(RunSettings):
         return f"--{name}"
-    sections = [section for section, settings in SECTIONS.items() if name in setting_names(settings)]
+    sections = [
+        section for section, settings in SECTIONS.items() if "." not in section and name in setting_names(settings)
+    ]
     assert len(sections) == 1, f"{name}: not exactly one section has it ({sections})"
     return f"--{sections[0]}.{name}"
 
@@ -65,6 +67,11 @@ def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         seed=7,
     )
     settings.update(overrides)
+    return recipe_flags(settings)
+
+
+def recipe_flags(settings: dict) -> list[str]:
+    """`--name value` flags of `settings` (a bare name is looked up in the sections, a dotted one taken as is)."""
     flags = []
     for name, value in settings.items():
         if isinstance(value, bool):

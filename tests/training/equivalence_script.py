@@ -54,7 +54,8 @@ def main(output_file: str) -> None:
     wrapped = accelerator.prepare(IVTForMLATraining(model))
     wrapped.train()
     text_levels = [{"input_ids": mine["input_ids"], "attention_mask": mine["attention_mask"]}]
-    image_features, text_features = wrapped(mine["pixel_values"], text_levels)
+    output = wrapped(mine["pixel_values"], text_levels)
+    image_features, text_features = output.image_embeds, output.text_embeds
     loss = distributed_cmpm_loss(image_features, text_features, mine["person_ids"])
     accelerator.backward(loss)
     losses = accelerator.gather(loss.detach().reshape(1))
@@ -68,7 +69,7 @@ def main(output_file: str) -> None:
         features = IVTForMLATraining(reference)(
             batch["pixel_values"], [{"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}]
         )
-        reference_loss = cmpm_loss(*features, batch["person_ids"])
+        reference_loss = cmpm_loss(features.image_embeds, features.text_embeds, batch["person_ids"])
         reference_loss.backward()
         torch.save(
             {

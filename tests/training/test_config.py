@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from modeling_ivt import IVTConfig
+from modeling_ivt import IRRAConfig, IVTConfig
 from training.config import CONFIG_DIR, ModelSettings, TrainingConfig, parse_config
 from training.engine import set_num_threads
 
@@ -17,7 +17,7 @@ def test_every_shipped_recipe_parses_into_its_stage():
     assert {"generated", "cuhk_pedes", "icfg_pedes", "rstpreid", "pretrain", "pretrain_generated"} <= names
     for path in CONFIG_DIR.glob("*.yaml"):
         config = parse_config(["--config", str(path)])
-        assert isinstance(config.model, IVTConfig)
+        assert isinstance(config.model, IRRAConfig if path.stem.startswith("irra") else IVTConfig), path
         assert (config.finetune is None) == (config.stage == "pretrain") == (config.pretrain is not None)
 
 
@@ -97,7 +97,7 @@ def test_a_bad_recipe_is_one_line_naming_the_file_and_setting(tmp_path, capsys, 
     [
         (["--learning_rat", "0.1"], "unknown option --learning_rat; did you mean --learning_rate?"),
         (["--hidden_size", "96"], "unknown option --hidden_size; did you mean --model.hidden_size?"),
-        (["--optimizer", "adam"], "argument --optimizer: invalid choice: 'adam'"),
+        (["--optimizer", "adagrad"], "argument --optimizer: invalid choice: 'adagrad'"),
         (["--model.hidden-size", "wide"], "invalid int value: 'wide'"),
         (["--finetune.ids_per_batch", "1"], "finetune: ids_per_batch must be at least 2"),
         (["--pretrain.corpus", "pairs.json"], "--pretrain.corpus is a setting of --stage pretrain"),
@@ -138,7 +138,7 @@ def test_help_explains_each_setting_with_the_default_recipes_values():
     text = " ".join(result.stdout.split())
     # what `accelerate launch training/run.py` uses: the default recipe's values, not the built-in ones
     assert "width of tokens and of the output embedding. (default: 192)" in text
-    assert "training epochs (default: 10)" in text and "sgd (momentum) or adamw (default: adamw)" in text
+    assert "training epochs (default: 10)" in text and "bias_lr_factor and bias_weight_decay) (default: adamw)" in text
     assert "(default: )" not in text
 
 

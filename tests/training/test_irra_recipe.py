@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from modeling_ivt import IRRAConfig
 from training.augmentation import IRRATrainAugmentation
+from training.config import CONFIG_DIR, parse_config
 from training.irra_recipe import build_irra_optimizer, build_irra_scheduler, irra_schedule_factor, parameter_setting
 from training.sampler import RandomBatchSampler
 
@@ -135,3 +137,19 @@ def test_irra_augmentation_normalises_with_the_given_mean_and_erases_with_it():
     assert len(shifted) >= 6  # a crop offset other than (10, 10) brings zero padding in
     again = padded(image, torch.Generator().manual_seed(3))
     assert torch.equal(again, views[3])
+
+
+@pytest.mark.parametrize("benchmark", ["cuhk_pedes", "icfg_pedes", "rstpreid"])
+def test_irra_recipes_are_the_released_recipe(benchmark):
+    config = parse_config(["--config", str(CONFIG_DIR / f"irra_{benchmark}.yaml")])
+    assert isinstance(config.model, IRRAConfig) and config.init == "clip"
+    assert (config.model.vision_config.image_size, config.model.vision_config.patch_stride) == ([384, 128], 16)
+    finetune = config.finetune
+    assert (finetune.losses, finetune.temperature, finetune.sampler, finetune.batch_size) == ("sdm+id+irr", 0.02, "random", 64)
+    assert not finetune.local_loss and finetune.validation_split == "validation"
+    assert (config.optimizer, config.learning_rate, config.adam_beta1, config.adam_beta2, config.adam_epsilon) == (
+        "adam", 1e-5, 0.9, 0.999, 1e-3
+    )
+    assert (config.head_lr_factor, config.bias_lr_factor, config.weight_decay, config.bias_weight_decay) == (5, 2, 4e-5, 0)
+    assert (config.lr_schedule, config.warmup_epochs, config.warmup_factor, config.num_epochs) == ("irra", 5, 0.1, 60)
+    assert (config.augment, config.pad, config.flip_prob, config.erasing_prob) == (True, 10, 0.5, 0.5)
