@@ -174,11 +174,12 @@ class MLATrainingDataset(torch.utils.data.Dataset):
         if self.mla:
             texts.append(phrase_level(caption, rng))
             texts.append(word_level(caption, self.attributes[index], rng, self.word_max_phrases, self.word_mode))
-        resized = self._resized_image(index)
+        resized = self.resized_image(index)
         views = torch.stack([self.augmentation.augment(resized, generator) for _ in texts])
         return {"pixel_values": views, "texts": texts, "person_id": self.person_ids[index]}
 
-    def _resized_image(self, index: int) -> torch.Tensor:
+    def resized_image(self, index: int) -> torch.Tensor:
+        """The pair's image after the augmentation's draw-free resize, kept where the cache allows."""
         if self.resized_images is None:
             return self.augmentation.resize(self.pairs[index]["image"])
         row = self.image_rows[index]
