@@ -17,7 +17,7 @@ import datasets
 import torch
 
 from dataset_scripts import views
-from dataset_scripts.generate import ensure_generated_benchmark
+from dataset_scripts.generate import GeneratorSettings, ensure_generated_benchmark
 from modeling_ivt import IVTConfig, IVTModel, IVTProcessor, create_processor
 
 from .common import (
@@ -44,11 +44,7 @@ def load_bench_data(workdir: Path, num_people: int) -> BenchData:
     """A small generated test split: `num_people` people x 2 images x 2 captions (drawn once, then cached)."""
     dataset_dict = ensure_generated_benchmark(
         workdir / "drawn-pedestrians",
-        num_train_ids=1,
-        num_val_ids=1,
-        num_test_ids=num_people,
-        images_per_id=2,
-        captions_per_image=2,
+        GeneratorSettings(num_train_ids=1, num_val_ids=1, num_test_ids=num_people, images_per_id=2, captions_per_image=2),
         num_workers=1,
     )
     test_split: datasets.Dataset = dataset_dict["test"]

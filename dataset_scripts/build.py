@@ -33,14 +33,8 @@ import datasets
 from tqdm.auto import tqdm
 
 from modeling_ivt.cli import CommandParser
-from modeling_ivt.safe_io import (
-    ImageTooLargeError,
-    PathOutsideRootError,
-    atomic_output,
-    check_replaceable,
-    open_image,
-    resolve_inside,
-)
+from modeling_ivt.image_utils import MAX_IMAGE_PIXELS, ImageTooLargeError, open_image
+from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, check_replaceable, resolve_inside
 
 
 logger = logging.getLogger(__name__)
@@ -361,7 +355,11 @@ def atomic_save(dataset_dict: datasets.DatasetDict, output_dir: Path, card: str,
 
 
 def build_benchmark(
-    name: str, raw_root: str | os.PathLike, output_dir: str | os.PathLike, overwrite: bool = False
+    name: str,
+    raw_root: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    max_image_pixels: int | None = None,
 ) -> datasets.DatasetDict:
     """Check the raw files of benchmark `name`, build its `DatasetDict` and save it to `output_dir`.
 
@@ -375,7 +373,7 @@ def build_benchmark(
     check_replaceable(output_dir, datasets.config.DATASETDICT_JSON_FILENAME, inputs=[raw_root], what="output folder")
     annotation_file = find_annotation_file(name, raw_root)
     rows, problems = _check_records(name, annotation_file, raw_root)
-    problems += _check_images(rows, annotation_file.name)
+    problems += _check_images(rows, annotation_file.name, max_image_pixels)
     if problems:
         raise DatasetBuildError(str(annotation_file), problems)
     if not rows:
@@ -411,11 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark RAW_ROOT holds")
     parser.add_argument("raw_root", help="folder with the annotation JSON and imgs/")
     parser.add_argument("output_dir", help="where to save the DatasetDict (load it with datasets.load_from_disk)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT_DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT_DIR built earlier")
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        help="refuse images with more pixels (width x height, read before decoding); 0: no limit",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        dataset_dict = build_benchmark(args.name, args.raw_root, args.output_dir, overwrite=args.overwrite)
+        dataset_dict = build_benchmark(
+            args.name, args.raw_root, args.output_dir, overwrite=args.overwrite, max_image_pixels=args.max_image_pixels
+        )
     except (DatasetBuildError, FileExistsError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

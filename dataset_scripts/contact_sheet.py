@@ -15,9 +15,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from modeling_ivt.cli import CommandParser
+from modeling_ivt.cli import CommandParser, user_errors
 
-from .generate import IMAGE_HEIGHT, IMAGE_WIDTH, generate_raw
+from .generate import IMAGE_HEIGHT, IMAGE_WIDTH, GeneratorSettings, generate_raw
 
 
 THUMB_WIDTH, THUMB_HEIGHT = IMAGE_WIDTH, IMAGE_HEIGHT
@@ -58,15 +58,8 @@ def make_contact_sheet(
     font = ImageFont.load_default(size=13)
     bold = ImageFont.load_default(size=15)
     with tempfile.TemporaryDirectory() as raw_root:
-        generate_raw(
-            raw_root,
-            num_train_ids=30,
-            num_val_ids=0,
-            num_test_ids=0,
-            images_per_id=images_per_id,
-            seed=seed,
-            num_workers=1,
-        )
+        settings = GeneratorSettings(num_train_ids=30, num_val_ids=0, num_test_ids=0, images_per_id=images_per_id, seed=seed)
+        generate_raw(raw_root, settings, num_workers=1)
         records = json.loads((Path(raw_root) / "reid_raw.json").read_text(encoding="utf-8"))
         rows = _near_duplicate_rows(records, identities)
         cell_width = THUMB_WIDTH + TEXT_WIDTH + MARGIN
@@ -108,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-id", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(make_contact_sheet(args.output_png, args.identities, args.images_per_id, args.seed))
+    with user_errors():
+        sheet = make_contact_sheet(args.output_png, args.identities, args.images_per_id, args.seed)
+    print(sheet)
     return 0
 
 

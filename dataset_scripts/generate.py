@@ -27,6 +27,7 @@ sizes, seed and difficulty reuses OUTPUT_DIR).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -36,7 +37,7 @@ import os
 import random
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
@@ -45,7 +46,7 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
-from modeling_ivt.cli import CommandParser
+from modeling_ivt.cli import CommandParser, user_errors
 from modeling_ivt.safe_io import replace_path, write_text_atomic
 
 from .build import build_benchmark, format_counts_table, split_counts
@@ -739,45 +740,56 @@ def _render_job(job: _ImageJob) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """Everything that decides what the generator draws: the same settings always give the same benchmark."""
+
+    num_train_ids: int = field(default=1000, metadata={"help": "training identities"})
+    num_val_ids: int = field(default=100, metadata={"help": "validation identities"})
+    num_test_ids: int = field(default=200, metadata={"help": "test identities"})
+    images_per_id: int = field(default=4, metadata={"help": "images per identity"})
+    captions_per_image: int = field(default=2, metadata={"help": "captions per image"})
+    seed: int = field(default=0, metadata={"help": "generator seed"})
+    difficulty: float = field(
+        default=DEFAULT_DIFFICULTY,
+        metadata={"help": "0 (easy) .. 1 (hard): look-alike share and image degradations (see the module docstring)"},
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.difficulty <= 1.0:
+            raise ValueError(f"difficulty must be in [0, 1], got {self.difficulty}")
+        for name in ("num_train_ids", "num_val_ids", "num_test_ids", "images_per_id", "captions_per_image"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name in ("num_val_ids", "num_test_ids") else 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def generate_raw(
-    raw_root: str | os.PathLike,
-    num_train_ids: int = 1000,
-    num_val_ids: int = 100,
-    num_test_ids: int = 200,
-    images_per_id: int = 4,
-    captions_per_image: int = 2,
-    seed: int = 0,
-    difficulty: float = DEFAULT_DIFFICULTY,
-    num_workers: int = 2,
+    raw_root: str | os.PathLike, settings: GeneratorSettings = GeneratorSettings(), num_workers: int = 2
 ) -> Path:
     """Write the benchmark in the CUHK-PEDES raw layout under `raw_root` and return the annotation file's path.
 
-    Person ids start at 1 and run on across train, val and test. Deterministic for a given seed and sizes,
-    whatever `num_workers`.
+    Person ids start at 1 and run on across train, val and test. Deterministic for given settings, whatever
+    `num_workers`.
     """
-    if not 0.0 <= difficulty <= 1.0:
-        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
-    sizes = {
-        "num_train_ids": num_train_ids,
-        "num_val_ids": num_val_ids,
-        "num_test_ids": num_test_ids,
-        "images_per_id": images_per_id,
-        "captions_per_image": captions_per_image,
-    }
-    for name, value in sizes.items():
-        if not isinstance(value, int) or value < (0 if name in ("num_val_ids", "num_test_ids") else 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     raw_root = Path(raw_root)
     imgs_dir = raw_root / "imgs"
     imgs_dir.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
+    rng = random.Random(settings.seed)
     jobs, next_id = [], 1
-    for split, count in (("train", num_train_ids), ("val", num_val_ids), ("test", num_test_ids)):
-        for identity in draw_identities(count, next_id, rng, difficulty):
-            for index in range(images_per_id):
+    splits = (("train", settings.num_train_ids), ("val", settings.num_val_ids), ("test", settings.num_test_ids))
+    for split, count in splits:
+        for identity in draw_identities(count, next_id, rng, settings.difficulty):
+            for index in range(settings.images_per_id):
                 jobs.append(
                     _ImageJob(
-                        split, identity, index, rng.getrandbits(63), difficulty, captions_per_image, str(imgs_dir)
+                        split,
+                        identity,
+                        index,
+                        rng.getrandbits(63),
+                        settings.difficulty,
+                        settings.captions_per_image,
+                        str(imgs_dir),
                     )
                 )
         next_id += count
@@ -839,48 +851,30 @@ Text-based Person Retrieval", ECCV Workshops 2022.
 
 
 def ensure_generated_benchmark(
-    output_dir: str | os.PathLike,
-    num_train_ids: int = 1000,
-    num_val_ids: int = 100,
-    num_test_ids: int = 200,
-    images_per_id: int = 4,
-    captions_per_image: int = 2,
-    seed: int = 0,
-    difficulty: float = DEFAULT_DIFFICULTY,
-    num_workers: int = 2,
+    output_dir: str | os.PathLike, settings: GeneratorSettings = GeneratorSettings(), num_workers: int = 2
 ) -> datasets.DatasetDict:
     """The generated benchmark at `output_dir`, generated and built first unless it is there with these settings.
 
-    The settings are recorded in `output_dir/generation.json`; different sizes, seed or difficulty regenerate (the old
-    copy is replaced only once the new one is complete). A file lock makes concurrent callers wait for one build.
+    The settings are recorded in `output_dir/generation.json`; different settings regenerate (the old copy is
+    replaced only once the new one is complete). A file lock makes concurrent callers wait for one build.
     """
     output_dir = Path(output_dir)
-    settings = {
-        "num_train_ids": num_train_ids,
-        "num_val_ids": num_val_ids,
-        "num_test_ids": num_test_ids,
-        "images_per_id": images_per_id,
-        "captions_per_image": captions_per_image,
-        "seed": seed,
-        "difficulty": difficulty,
-        "generator_version": GENERATOR_VERSION,
-    }
+    recorded = {**asdict(settings), "generator_version": GENERATOR_VERSION}
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(output_dir.parent / f".{output_dir.name}.lock")):
         info_file = output_dir / GENERATION_INFO_FILE
-        if info_file.is_file() and json.loads(info_file.read_text(encoding="utf-8")) == settings:
+        if info_file.is_file() and json.loads(info_file.read_text(encoding="utf-8")) == recorded:
             logger.info("Reusing %s at %s", BENCHMARK_NAME, output_dir)
             return datasets.load_from_disk(str(output_dir))
         logger.info("Generating %s at %s with %s", BENCHMARK_NAME, output_dir, settings)
         with tempfile.TemporaryDirectory(prefix=".drawn-pedestrians-", dir=output_dir.parent) as workspace:
             workspace = Path(workspace)
-            settings_for_raw = {name: value for name, value in settings.items() if name != "generator_version"}
-            generate_raw(workspace / "raw", num_workers=num_workers, **settings_for_raw)
+            generate_raw(workspace / "raw", settings, num_workers=num_workers)
             built = build_benchmark("cuhk-pedes", workspace / "raw", workspace / "built")
-            card = generated_dataset_card(settings, split_counts(built))
+            card = generated_dataset_card(recorded, split_counts(built))
             del built
             (workspace / "built" / "README.md").write_text(card, encoding="utf-8")
-            (workspace / "built" / GENERATION_INFO_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+            (workspace / "built" / GENERATION_INFO_FILE).write_text(json.dumps(recorded, indent=2), encoding="utf-8")
             replace_path(workspace / "built", output_dir)
     return datasets.load_from_disk(str(output_dir))
 
@@ -889,30 +883,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(
         prog="python -m dataset_scripts.generate", description=f"Generate and build {BENCHMARK_NAME} (cached)."
     )
-    parser.add_argument("output_dir")
-    parser.add_argument("--num-train-ids", type=int, default=1000)
-    parser.add_argument("--num-val-ids", type=int, default=100)
-    parser.add_argument("--num-test-ids", type=int, default=200)
-    parser.add_argument("--images-per-id", type=int, default=4)
-    parser.add_argument("--captions-per-image", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--difficulty", type=float, default=DEFAULT_DIFFICULTY, help="0 (easy) .. 1 (hard); see the module docstring"
-    )
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("output_dir", help="folder of the built benchmark")
+    for setting in dataclasses.fields(GeneratorSettings):
+        flag = "--" + setting.name.replace("_", "-")
+        parser.add_argument(flag, type=type(setting.default), default=setting.default, help=setting.metadata["help"])
+    parser.add_argument("--num-workers", type=int, default=2, help="drawing processes")
     args = parser.parse_args(argv)
+    settings = GeneratorSettings(**{setting.name: getattr(args, setting.name) for setting in dataclasses.fields(GeneratorSettings)})
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset_dict = ensure_generated_benchmark(
-        args.output_dir,
-        num_train_ids=args.num_train_ids,
-        num_val_ids=args.num_val_ids,
-        num_test_ids=args.num_test_ids,
-        images_per_id=args.images_per_id,
-        captions_per_image=args.captions_per_image,
-        seed=args.seed,
-        difficulty=args.difficulty,
-        num_workers=args.num_workers,
-    )
+    with user_errors():
+        dataset_dict = ensure_generated_benchmark(args.output_dir, settings, num_workers=args.num_workers)
     print(f"{BENCHMARK_NAME} at {args.output_dir}")
     print(format_counts_table(split_counts(dataset_dict)))
     return 0

@@ -34,7 +34,7 @@ import datasets
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from modeling_ivt.cli import CommandParser
+from modeling_ivt.cli import CommandParser, user_errors
 from modeling_ivt.safe_io import replace_path
 
 
@@ -243,11 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    corpus = pair_corpus(args.source, args.image_column, args.text_column, args.image_root, args.split)
-    if args.output:
-        pairs = len(save_pairs(corpus, args.output, overwrite=args.overwrite))
-    else:
-        pairs = sum(1 for _ in tqdm(corpus, desc="Reading pairs", unit="pair", mininterval=1.0))
+    with user_errors():
+        corpus = pair_corpus(args.source, args.image_column, args.text_column, args.image_root, args.split)
+        if args.output:
+            pairs = len(save_pairs(corpus, args.output, overwrite=args.overwrite))
+        else:
+            pairs = sum(1 for _ in tqdm(corpus, desc="Reading pairs", unit="pair", mininterval=1.0))
     print(
         f"{pairs} pairs, {corpus.skipped} broken records skipped"
         + (f", saved to {args.output}" if args.output else "")

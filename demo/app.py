@@ -1,4 +1,4 @@
-"""Gradio demo: type a description of a pedestrian and see the gallery ranked by IVT.
+"""Gradio demo: type a description of a pedestrian and see the gallery ranked by the index's model (IVT or IRRA).
 
     python -m demo.app --index INDEX_DIR [--model FOLDER_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]
 
@@ -46,8 +46,8 @@ def load_gallery_index(
         model = str(HERE / "model")
     model_name = model or read_index_metadata(index_dir)["model"]["name_or_path"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ivt, processor = load_model_and_processor(model_name, device, trust_remote_code=trust_remote_code, bf16=bf16)
-    return GalleryIndex.open(index_dir, ivt, processor)
+    loaded, processor = load_model_and_processor(model_name, device, trust_remote_code=trust_remote_code, bf16=bf16)
+    return GalleryIndex.open(index_dir, loaded, processor)
 
 
 def _label(hit) -> str:
@@ -65,10 +65,11 @@ def build_demo(index: GalleryIndex, top_k: int = 10) -> gr.Blocks:
         hits = index.search(description, top_k=int(k))[0]
         return [(index.load_image(hit.position), _label(hit)) for hit in hits]
 
-    with gr.Blocks(title="IVT person search") as demo:
+    model_name = index.model.config.model_type.upper()
+    with gr.Blocks(title=f"{model_name} person search") as demo:
         gr.Markdown(
-            f"# Find a person by description\nIVT ranks {len(index)} gallery images by how well they match your "
-            f"description (model: `{index.model_name}`)."
+            f"# Find a person by description\n{model_name} ranks {len(index)} gallery images by how well they match "
+            f"your description (model: `{index.model_name}`)."
         )
         with gr.Row():
             description = gr.Textbox(
@@ -84,12 +85,12 @@ def build_demo(index: GalleryIndex, top_k: int = 10) -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = CommandParser(prog="python -m demo.app", description="IVT person search web demo.")
+    parser = CommandParser(prog="python -m demo.app", description="Person search web demo.")
     parser.add_argument(
         "--index", default=os.environ.get("IVT_INDEX", str(HERE / "index")), help="a gallery index folder (ivt_search)"
     )
     parser.add_argument(
-        "--model", default=os.environ.get("IVT_MODEL"), help="a saved IVT folder or a Hub repository id"
+        "--model", default=os.environ.get("IVT_MODEL"), help="a saved IVT or IRRA-family folder or a Hub repository id"
     )
     parser.add_argument(
         "--top-k", type=int, default=int(os.environ.get("IVT_TOP_K", "10")), help="initial number of hits shown"

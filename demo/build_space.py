@@ -16,7 +16,7 @@ from pathlib import Path
 
 import datasets
 
-from modeling_ivt.cli import CommandParser
+from modeling_ivt.cli import CommandParser, user_errors
 from modeling_ivt.safe_io import atomic_output
 from ivt_search.index import EMBEDDINGS_FILE, INDEX_FILE, read_index_metadata
 
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="default: the model recorded in the index")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    print(f"Space folder -> {build_space(args.index, args.output_dir, args.model, args.overwrite)}")
+    with user_errors():
+        folder = build_space(args.index, args.output_dir, args.model, args.overwrite)
+    print(f"Space folder -> {folder}")
     return 0
 
 

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from modeling_ivt.cli import CommandParser
+from modeling_ivt.cli import CommandParser, user_errors
 from modeling_ivt.safe_io import atomic_output
 
 CHROMIUM_FLAGS = [
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.chromium:
         parser.error("no chromium on PATH: install it (apt-get install chromium) or pass --chromium")
-    with running_demo(args.index, args.model, args.app_dir) as url:
+    with user_errors(), running_demo(args.index, args.model, args.app_dir) as url:
         count, _ = capture_search(url, args.query, args.output, args.chromium)
     print(f"{count} results shown; screenshot -> {args.output}")
     return 0

@@ -1,4 +1,4 @@
-"""Search a gallery of pedestrian photos with text descriptions, using a trained IVT."""
+"""Search a gallery of pedestrian photos with text descriptions, using a trained IVT or IRRA-family model."""
 
 from .index import (
     AddReport,

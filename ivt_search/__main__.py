@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 
 from modeling_ivt.cli import CommandParser
+from modeling_ivt.image_utils import MAX_IMAGE_PIXELS
 from modeling_ivt.loading import add_bf16_argument, add_trust_remote_code_argument, load_model_and_processor
-from modeling_ivt.safe_io import atomic_output
+from modeling_ivt.safe_io import atomic_output, check_replaceable
 
-from .index import AddReport, GalleryIndex, ModelMismatchError, read_index_metadata
+from .index import INDEX_FILE, AddReport, GalleryIndex, ModelMismatchError, read_index_metadata
 from .picture import RankedQuery, render_ranked_results
 
 
@@ -64,16 +65,23 @@ def _open_index(args: argparse.Namespace) -> GalleryIndex:
     model, processor = load_model_and_processor(
         model_name, args.device, trust_remote_code=args.trust_remote_code, bf16=args.bf16
     )
-    return GalleryIndex.open(args.index_dir, model, processor, batch_size=getattr(args, "batch_size", 32))
+    return GalleryIndex.open(
+        args.index_dir,
+        model,
+        processor,
+        batch_size=getattr(args, "batch_size", 32),
+        max_image_pixels=args.max_image_pixels,
+    )
 
 
 def command_index(args: argparse.Namespace) -> int:
     if Path(args.index_dir).exists() and not args.overwrite:
         raise FileExistsError(f"{args.index_dir} exists: use `add` to extend it, or --overwrite to replace it")
+    check_replaceable(args.index_dir, INDEX_FILE, inputs=[args.images or args.dataset], what="index folder")
     model, processor = load_model_and_processor(
         args.model, args.device, trust_remote_code=args.trust_remote_code, bf16=args.bf16
     )
-    index = GalleryIndex(model, processor, batch_size=args.batch_size)
+    index = GalleryIndex(model, processor, batch_size=args.batch_size, max_image_pixels=args.max_image_pixels)
     _add_images(index, args)
     if len(index) == 0:
         raise ValueError(
@@ -149,13 +157,13 @@ def command_query(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
-        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT."
+        prog="python -m ivt_search", description="Search a gallery of pedestrian photos by description with an IVT or IRRA-family model."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="embed a gallery and save a new index")
     index.add_argument("index_dir")
-    index.add_argument("--model", required=True, help="a saved IVT folder or a Hub repository id")
+    index.add_argument("--model", required=True, help="a saved IVT or IRRA-family model folder or a Hub repository id")
     _add_gallery_arguments(index)
     index.add_argument("--overwrite", action="store_true", help="replace an existing index")
     index.set_defaults(run=command_index)
@@ -190,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         add_trust_remote_code_argument(command)
         add_bf16_argument(command)
+        command.add_argument(
+            "--max-image-pixels",
+            type=int,
+            default=MAX_IMAGE_PIXELS,
+            help="refuse image files with more pixels (width x height, read before decoding); 0: no limit",
+        )
     return parser
 
 

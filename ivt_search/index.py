@@ -1,10 +1,11 @@
-"""A saved, searchable gallery: IVT image embeddings of a folder of photos or of a benchmark split.
+"""A saved, searchable gallery: image embeddings (IVT or IRRA-family) of a folder of photos or of a benchmark split.
 
 An index is a folder holding two files, written to a temporary folder that is renamed into place:
 
 - `embeddings.safetensors`: one tensor `image_embeds`, float32, shape (num_images, embedding_dim), L2-normalised;
 - `index.json`: `format` ("ivt-gallery-index"), `version` (1), `embedding_dim`, `num_images`, `model`
-  (`name_or_path` and `fingerprint`, a SHA-256 of the weights and the processor settings), `sources` (each a
+  (`name_or_path`, `model_type` ("ivt" or "irra"; absent in indexes of older versions, which were all IVT) and
+  `fingerprint`, a SHA-256 of the model type, the weights and the processor settings), `sources` (each a
   `{"type": "folder", "root": ...}` or a `{"type": "dataset", "path": ..., "split": ...}`, the folder written
   relative to the index folder, so that an index moves together with its gallery, e.g. into a Space), and `images`,
   one per embedding row, in order: `source` (position in `sources`), `path` (relative to the folder, or the split's
@@ -25,11 +26,13 @@ from pathlib import Path
 
 import datasets
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, open_image, recover_replaced, resolve_inside
+from modeling_ivt.image_utils import ImageTooLargeError, check_image_file, open_image
+from modeling_ivt.loading import embedding_dim
+from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, recover_replaced, resolve_inside
 from training.retrieval import embed_captions, embed_images
 
 logger = logging.getLogger(__name__)
@@ -75,8 +78,8 @@ class SearchHit:
 
 def model_fingerprint(model, processor) -> str:
     """
-    SHA-256 of every weight (name, shape, bytes) and of the settings that turn inputs into tensors. Floating weights
-    are hashed at bfloat16 precision, so that one checkpoint loaded in float32 or with bfloat16 weights matches
+    SHA-256 of the model type, of every weight (name, shape, bytes) and of the settings that turn inputs into
+    tensors. Floating weights are hashed at bfloat16 precision, so that one checkpoint loaded in float32 or with bfloat16 weights matches
     (their embeddings agree to about 0.1%) while any trained difference shows.
     """
     digest = hashlib.sha256()
@@ -89,6 +92,7 @@ def model_fingerprint(model, processor) -> str:
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     image_processor = processor.image_processor
     settings = {
+        "model_type": model.config.model_type,
         "size": dict(image_processor.size),
         "resample": int(image_processor.resample),
         "image_mean": list(image_processor.image_mean),
@@ -111,12 +115,10 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"image {path} cannot be decoded: {error}") from error
+def _skip(path: Path, error: ValueError, strict: bool, skipped: list) -> None:
+    if strict:
+        raise ValueError(f"{error} (fix or remove it; without --strict unreadable files are skipped)") from None
+    skipped.append(SkippedImage(str(path), str(error).removeprefix(f"image {path} ")))
 
 
 def _image_files(files: list[Path]) -> datasets.Dataset:
@@ -150,25 +152,28 @@ def _load_split(dataset_path: str | os.PathLike, split: str | None) -> datasets.
 
 class GalleryIndex:
     r"""
-    Gallery image embeddings of one IVT model, with where each image came from, searchable by captions.
+    Gallery image embeddings of one model (IVT or IRRA-family), with where each image came from, searchable by captions.
 
     Args:
-        model ([`IVTModel`]): the model that embeds the gallery and the queries (used in eval mode).
-        processor ([`IVTProcessor`]): its processor.
+        model ([`IVTModel`] or [`IRRAModel`]): the model that embeds the gallery and the queries (used in eval mode).
+        processor ([`IVTProcessor`] or [`IRRAProcessor`]): its processor.
         batch_size (`int`, *optional*, defaults to 32): images or captions per forward pass.
+        max_image_pixels (`int`, *optional*): refuse image files with more pixels, read from their header before
+            decoding (default `modeling_ivt.image_utils.MAX_IMAGE_PIXELS`; 0 for no limit).
 
     The embeddings are float32 whatever the model's dtype; a model loaded with bfloat16 weights
     (`modeling_ivt.loading.load_model_and_processor(..., bf16=True)`) embeds about 3x faster on bf16 hardware.
     """
 
-    def __init__(self, model, processor, batch_size: int = 32):
+    def __init__(self, model, processor, batch_size: int = 32, max_image_pixels: int | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
+        self.max_image_pixels = max_image_pixels
         self.fingerprint = model_fingerprint(model, processor)
-        self.image_embeds = torch.empty(0, model.config.hidden_size)
+        self.image_embeds = torch.empty(0, embedding_dim(model.config))
         self.sources: list[dict] = []
         self.images: list[dict] = []
         self._datasets: dict[int, datasets.Dataset] = {}
@@ -249,23 +254,28 @@ class GalleryIndex:
         return AddReport(added=len(new_images), already_indexed=len(found) - len(files), skipped=tuple(skipped))
 
     def _embed_files(self, files: list[Path], strict: bool) -> tuple[torch.Tensor, list[SkippedImage]]:
-        """Embeddings of the readable `files`, and the unreadable ones. Files are only opened one by one (to find the
-        culprits) when decoding the batch fails, so a clean gallery is decoded once."""
-        try:
-            return self._embed_images(_image_files(files)), []
-        except (OSError, SyntaxError, ValueError) as error:
-            batch_error = error
-        readable, skipped = [], []
+        """Embeddings of the readable `files`, and the unreadable ones. Only headers are read first, so that an image
+        over the pixel limit is never decoded; files are only opened one by one (to find the culprits) when decoding the
+        batch fails, so a clean gallery is decoded once."""
+        small, skipped = [], []
         for path in files:
             try:
-                open_image(path)
+                check_image_file(path, self.max_image_pixels)
+                small.append(path)
+            except ImageTooLargeError as error:
+                _skip(path, error, strict, skipped)
+        try:
+            return self._embed_images(_image_files(small)), skipped
+        except (OSError, SyntaxError, ValueError) as error:
+            batch_error = error
+        too_large, readable = len(skipped), []
+        for path in small:
+            try:
+                open_image(path, self.max_image_pixels)
                 readable.append(path)
             except ValueError as error:
-                if strict:
-                    message = f"{error} (fix or remove it; without --strict unreadable files are skipped)"
-                    raise ValueError(message) from None
-                skipped.append(SkippedImage(str(path), str(error).removeprefix(f"image {path} ")))
-        if not skipped:
+                _skip(path, error, strict, skipped)
+        if len(skipped) == too_large:
             raise batch_error
         return self._embed_images(_image_files(readable)), skipped
 
@@ -304,7 +314,7 @@ class GalleryIndex:
         source_id = image["source"]
         source = self.sources[source_id]
         if source["type"] == "folder":
-            return _open_rgb(resolve_inside(source["root"], image["path"], what="image path"))
+            return open_image(resolve_inside(source["root"], image["path"], what="image path"), self.max_image_pixels)
         if source_id not in self._datasets:
             self._datasets[source_id] = _load_split(source["path"], source["split"]).select_columns(["image"])
         if image["row"] >= len(self._datasets[source_id]):
@@ -372,7 +382,11 @@ class GalleryIndex:
             "version": INDEX_VERSION,
             "embedding_dim": int(self.image_embeds.shape[1]),
             "num_images": len(self.images),
-            "model": {"name_or_path": self.model_name, "fingerprint": self.fingerprint},
+            "model": {
+                "name_or_path": self.model_name,
+                "model_type": self.model.config.model_type,
+                "fingerprint": self.fingerprint,
+            },
             "sources": [
                 _relocate(source, lambda path: os.path.relpath(path, index_dir.resolve())) for source in self.sources
             ],
@@ -386,17 +400,20 @@ class GalleryIndex:
         return index_dir
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, model, processor, batch_size: int = 32):
+    def open(
+        cls, index_dir: str | os.PathLike, model, processor, batch_size: int = 32, max_image_pixels: int | None = None
+    ):
         """Reopen a saved index for `model`; raises `ModelMismatchError` if it was built with another model."""
         index_dir = Path(index_dir)
         metadata = read_index_metadata(index_dir)
-        index = cls(model, processor, batch_size=batch_size)
+        index = cls(model, processor, batch_size=batch_size, max_image_pixels=max_image_pixels)
         built_with = metadata["model"]
         if built_with["fingerprint"] != index.fingerprint:
             raise ModelMismatchError(
-                f"index {index_dir} was built with model {built_with['name_or_path']!r} (fingerprint "
-                f"{built_with['fingerprint'][:12]}), but the model given is {index.model_name!r} (fingerprint "
-                f"{index.fingerprint[:12]}): their embeddings are not comparable. Query with the model the index was "
+                f"index {index_dir} was built with model {built_with['name_or_path']!r} "
+                f"({built_with.get('model_type', 'ivt')}, fingerprint {built_with['fingerprint'][:12]}), but the model "
+                f"given is {index.model_name!r} ({model.config.model_type}, fingerprint {index.fingerprint[:12]}): "
+                f"their embeddings are not comparable. Query with the model the index was "
                 f"built with, or build a new index with this one."
             )
         embeddings_file = index_dir / EMBEDDINGS_FILE

@@ -8,19 +8,27 @@ run unchanged against it. Point the clients at it with `HF_ENDPOINT=http://127.0
 `HF_HUB_DISABLE_XET=1`, set before those libraries are imported.
 
 Storage: file contents live in `STORAGE/blobs/<sha256>`; repositories, commits and branches in `STORAGE/state.json`,
-rewritten atomically after every change, so a server restarted on the same folder serves the same repositories.
+rewritten atomically after every change (the state before the last change is kept as `state.previous.json`), so a
+server restarted on the same folder serves the same repositories. A damaged `state.json` is set aside and the previous
+state served, with an error in the log; blobs no commit refers to (uploads never committed) are removed at start.
+
+Like the Hub it refuses: writes (and private reads) without the token the server prints at start (`Authorization:
+Bearer TOKEN`, what `HF_TOKEN` makes the clients send); repository ids and file paths the Hub would refuse (`..`,
+a leading `/`, `.git`, more than one `/` in an id); regular files over 10 MB inline in a commit, request bodies over
+`max_request_bytes`, LFS uploads over `max_upload_bytes` (streamed to disk, never held in memory); malformed JSON
+(400). It only listens on 127.0.0.1.
 """
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import os
 import re
-import tempfile
+import secrets
 import threading
 import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -35,6 +43,46 @@ URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".parquet", ".arrow", ".png", ".jpg", ".jpeg", ".npy", ".zip")
 LFS_MIN_SIZE = 1 << 20
 INITIAL_ATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.parquet filter=lfs diff=lfs merge=lfs -text\n"
+HOST = "127.0.0.1"
+MAX_REGULAR_FILE_BYTES = 10 * 1000 * 1000  # the Hub's limit for a file sent inline (larger ones go through LFS)
+MAX_REQUEST_BYTES = 64 << 20
+MAX_UPLOAD_BYTES = 5 << 30
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+CHUNK_BYTES = 1 << 20
+
+
+def _safe_io():
+    """The project's atomic writes, imported at the first write: importing `modeling_ivt` loads transformers, which
+    takes seconds, and the server must listen at once (clients started right after it must find it)."""
+    from modeling_ivt import safe_io
+
+    return safe_io
+
+
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why the Hub would refuse `repo_id` ("namespace/name"), or None."""
+    parts = repo_id.split("/")
+    if len(parts) != 2:
+        return f"repository id {repo_id!r} must be namespace/name"
+    for part in parts:
+        if not NAME_PATTERN.fullmatch(part) or ".." in part or "--" in part or part.endswith((".", "-", ".git")):
+            return (
+                f"invalid repository id {repo_id!r}: letters, digits, '-', '_' and '.', at most 96 per part, "
+                "starting with a letter or digit, no '--' or '..', not ending in '.', '-' or '.git'"
+            )
+    return None
+
+
+def path_problem(path) -> str | None:
+    """Why the Hub would refuse `path` as a file path in a repository, or None."""
+    if not isinstance(path, str) or not path:
+        return f"invalid file path {path!r}"
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or "\0" in path or any(part in ("", ".", "..") for part in parts):
+        return f"invalid file path {path!r}: a relative path without '.', '..', empty parts or backslashes"
+    if parts[0] == ".git":
+        return f"invalid file path {path!r}: nothing may be written under .git"
+    return None
 
 
 def git_blob_oid(content: bytes) -> str:
@@ -56,14 +104,57 @@ class HubStore:
         self.blobs = self.storage / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
-        state_file = self.storage / "state.json"
-        self.repos = json.loads(state_file.read_text())["repos"] if state_file.is_file() else {}
+        self.state_file = self.storage / "state.json"
+        self.previous_state_file = self.storage / "state.previous.json"
+        self.repos, trusted = self._load_state()
+        if trusted:
+            self._remove_orphan_blobs()
+
+    @staticmethod
+    def _read_state(path: Path) -> dict:
+        repos = json.loads(path.read_text(encoding="utf-8"))["repos"]
+        if not isinstance(repos, dict):
+            raise ValueError("'repos' is not an object")
+        return repos
+
+    def _load_state(self) -> tuple[dict, bool]:
+        """The repositories, and whether they are the full record (so that unreferenced blobs are garbage)."""
+        if not self.state_file.exists():
+            return {}, not self.previous_state_file.exists()
+        try:
+            return self._read_state(self.state_file), True
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            damaged = self.state_file.with_name(f"state.damaged-{time.strftime('%Y%m%d-%H%M%S')}.json")
+            os.replace(self.state_file, damaged)
+            logger.error("%s is damaged (%s): set aside as %s", self.state_file, error, damaged.name)
+        try:
+            repos = self._read_state(self.previous_state_file)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            logger.error("no usable previous state (%s): serving no repositories; blobs are kept", error)
+            return {}, False
+        logger.error("serving %s, the state before the last change", self.previous_state_file.name)
+        return repos, False
+
+    def _remove_orphan_blobs(self) -> None:
+        referenced = {
+            record["sha256"]
+            for repo in self.repos.values()
+            for commit in repo["commits"].values()
+            for record in commit["files"].values()
+        }
+        removed = 0
+        for path in self.blobs.iterdir():
+            if path.name not in referenced:
+                path.unlink()
+                removed += 1
+        if removed:
+            logger.info("removed %d blobs that no commit refers to (uploads never committed)", removed)
 
     def _save(self):
-        handle, temporary = tempfile.mkstemp(dir=self.storage, prefix=".state.")
-        with os.fdopen(handle, "w") as stream:
-            json.dump({"repos": self.repos}, stream)
-        os.replace(temporary, self.storage / "state.json")
+        if self.state_file.exists():
+            self.previous_state_file.unlink(missing_ok=True)
+            os.link(self.state_file, self.previous_state_file)
+        _safe_io().write_text_atomic(self.state_file, json.dumps({"repos": self.repos}))
 
     @staticmethod
     def key(repo_type: str, repo_id: str) -> str:
@@ -71,13 +162,26 @@ class HubStore:
 
     def put_blob(self, content: bytes) -> str:
         digest = hashlib.sha256(content).hexdigest()
-        path = self.blobs / digest
-        if not path.exists():
-            handle, temporary = tempfile.mkstemp(dir=self.blobs, prefix=".upload.")
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(content)
-            os.replace(temporary, path)
+        if not (self.blobs / digest).exists():
+            with _safe_io().atomic_output(self.blobs / digest) as staged:
+                staged.write_bytes(content)
         return digest
+
+    def put_blob_stream(self, stream, size: int, sha256: str) -> None:
+        """Copy `size` bytes from `stream` to the blob `sha256` in chunks, checking the hash before keeping it."""
+        digest = hashlib.sha256()
+        with _safe_io().atomic_output(self.blobs / sha256) as staged:
+            with open(staged, "wb") as blob:
+                remaining = size
+                while remaining:
+                    chunk = stream.read(min(CHUNK_BYTES, remaining))
+                    if not chunk:
+                        raise HubError(400, f"upload of {sha256} ended after {size - remaining} of {size} bytes")
+                    digest.update(chunk)
+                    blob.write(chunk)
+                    remaining -= len(chunk)
+            if digest.hexdigest() != sha256:
+                raise HubError(400, f"uploaded content does not hash to {sha256}")
 
     def has_blob(self, sha256: str) -> bool:
         return bool(re.fullmatch(r"[0-9a-f]{64}", sha256)) and (self.blobs / sha256).is_file()
@@ -173,9 +277,48 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def _content_length(self, limit: int) -> int:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise HubError(400, "Content-Length is not a number") from None
+        if length < 0:
+            raise HubError(400, "Content-Length is negative")
+        if length > limit:
+            self.close_connection = True
+            raise HubError(413, f"request body of {length} bytes is over the limit of {limit} bytes")
+        return length
+
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._content_length(self.server.max_request_bytes)
         return self.rfile.read(length) if length else b""
+
+    def _json_body(self, default=None):
+        body = self._body()
+        if not body and default is not None:
+            return default
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise HubError(400, f"malformed JSON body: {error}") from None
+        if not isinstance(payload, dict):
+            raise HubError(400, "the JSON body must be an object")
+        return payload
+
+    def _authenticated(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.server.token.encode())
+
+    def _require_token(self) -> None:
+        if not self._authenticated():
+            raise HubError(401, "Invalid credentials in Authorization header: pass the token the server printed (HF_TOKEN)")
+
+    def _readable(self, repo_type: str, repo_id: str) -> dict:
+        repo = self.store.repo(repo_type, repo_id)
+        if repo["private"] and not self._authenticated():
+            raise HubError(404, f"Repository {repo_id} ({repo_type}) not found", "RepoNotFound")
+        return repo
 
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head_only: bool = False):
         self.send_response(status)
@@ -198,11 +341,26 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             for pattern, methods, handler in ROUTES:
                 match = pattern.fullmatch(url.path)
                 if match and method in methods:
-                    return handler(self, method, **match.groupdict())
+                    arguments = match.groupdict()
+                    if "repo_id" in arguments:
+                        arguments["repo_id"] = unquote(arguments["repo_id"])
+                        problem = repo_id_problem(arguments["repo_id"])
+                        if problem:
+                            raise HubError(400, problem)
+                    if method in ("POST", "PUT") and handler is not HubRequestHandler.lfs_upload:
+                        self._require_token()
+                    return handler(self, method, **arguments)
             raise HubError(404, f"no route for {method} {url.path}")
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            logger.warning("%s %s: malformed request (%r)", method, url.path, error)
+            self.close_connection = True
+            body = json.dumps({"error": f"malformed request: {error!r}"}).encode()
+            self._send(400, body, {"Connection": "close"}, head_only=method == "HEAD")
         except HubError as error:
+            self.close_connection = True  # the request body may be unread
             headers = {"X-Error-Code": error.error_code} if error.error_code else {}
             headers["X-Error-Message"] = error.message
+            headers["Connection"] = "close"
             self._send(error.status, json.dumps({"error": error.message, **error.extra}).encode(), headers, head_only=method == "HEAD")
 
     def do_GET(self):
@@ -219,6 +377,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     # -- routes ---------------------------------------------------------------------------------------------------
     def whoami(self, method):
+        self._require_token()
         self._json({
             "type": "user", "id": "0", "name": USER, "fullname": "Local Hub user", "orgs": [],
             "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
@@ -226,7 +385,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def validate_yaml(self, method):
         """Check a README's front matter the way the Hub does before accepting a commit that changes it."""
-        content = json.loads(self._body() or b"{}").get("content", "")
+        content = self._json_body(default={}).get("content", "")
+        if not isinstance(content, str):
+            raise HubError(400, "'content' must be a string")
         match = re.match(r"^---\n(.*?)\n---", content, re.DOTALL)
         try:
             metadata = yaml.safe_load(match.group(1)) if match else {}
@@ -239,14 +400,17 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._json({"errors": [], "warnings": []})
 
     def create_repo(self, method):
-        payload = json.loads(self._body() or b"{}")
+        payload = self._json_body(default={})
         repo_type = payload.get("type") or "model"
         if repo_type not in URL_PREFIXES:
             raise HubError(400, f"unknown repo type {repo_type!r}")
-        name = payload.get("name")
-        if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        name, organization = payload.get("name"), payload.get("organization") or USER
+        if not isinstance(name, str) or not isinstance(organization, str):
             raise HubError(400, f"invalid repository name {name!r}")
-        repo_id = f"{payload.get('organization') or USER}/{name}"
+        repo_id = f"{organization}/{name}"
+        problem = repo_id_problem(repo_id)
+        if problem:
+            raise HubError(400, problem)
         url = f"{self.base_url}/{URL_PREFIXES[repo_type]}{repo_id}"
         if not self.store.create_repo(repo_type, repo_id, bool(payload.get("private"))):
             raise HubError(409, f"You already created this {repo_type} repo", url=url)
@@ -254,8 +418,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def repo_info(self, method, kind, repo_id, revision="main"):
         repo_type = REPO_TYPES[kind]
+        repo = self._readable(repo_type, repo_id)
         oid, files = self.store.files_at(repo_type, repo_id, revision)
-        repo = self.store.repo(repo_type, repo_id)
         info = {
             "id": repo_id, "_id": repo_id, "author": repo_id.split("/")[0], "sha": oid, "private": repo["private"],
             "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
@@ -270,8 +434,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         repo_type = REPO_TYPES[kind]
         _, files = self.store.files_at(repo_type, repo_id, revision)
         answer = []
-        for item in json.loads(self._body())["files"]:
+        for item in self._json_body()["files"]:
             path, size = item["path"], int(item.get("size", 0))
+            problem = path_problem(path)
+            if problem:
+                raise HubError(400, problem)
             lfs = path.lower().endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
             answer.append({
                 "path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
@@ -282,22 +449,31 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def lfs_batch(self, method, prefix, repo_id):
         repo_type = {"": "model", "datasets/": "dataset", "spaces/": "space"}[prefix or ""]
         self.store.repo(repo_type, repo_id)
-        payload = json.loads(self._body())
+        payload = self._json_body()
         if payload.get("operation") != "upload":
             raise HubError(400, "only LFS uploads are supported")
         objects = []
         for item in payload["objects"]:
-            entry = {"oid": item["oid"], "size": item["size"], "authenticated": True}
-            if not self.store.has_blob(item["oid"]):
-                entry["actions"] = {"upload": {"href": f"{self.base_url}/lfs-upload/{item['oid']}", "header": {}}}
+            oid, size = item["oid"], int(item["size"])
+            if not isinstance(oid, str) or not re.fullmatch(r"[0-9a-f]{64}", oid):
+                raise HubError(400, f"LFS oid {oid!r} is not a sha256")
+            entry = {"oid": oid, "size": size, "authenticated": True}
+            if size > self.server.max_upload_bytes:
+                entry["error"] = {"code": 413, "message": f"over the upload limit of {self.server.max_upload_bytes} bytes"}
+            elif not self.store.has_blob(oid):
+                href = f"{self.base_url}/lfs-upload/{oid}/{size}/{self.server.upload_signature(oid, size)}"
+                entry["actions"] = {"upload": {"href": href, "header": {}}}
             objects.append(entry)
         self._json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
 
-    def lfs_upload(self, method, oid):
-        content = self._body()
-        if hashlib.sha256(content).hexdigest() != oid:
-            raise HubError(400, f"uploaded content does not hash to {oid}")
-        self.store.put_blob(content)
+    def lfs_upload(self, method, oid, size, signature):
+        """An upload URL handed out by an authenticated LFS batch: signed for this object and size only."""
+        size = int(size)
+        if not hmac.compare_digest(signature, self.server.upload_signature(oid, size)):
+            raise HubError(403, "this upload URL was not issued by this server")
+        if self._content_length(self.server.max_upload_bytes) != size:
+            raise HubError(400, f"the upload of {oid} must be {size} bytes")
+        self.store.put_blob_stream(self.rfile, size, oid)
         self._send(200, b"")
 
     def commit(self, method, kind, repo_id, revision):
@@ -306,14 +482,26 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         for line in self._body().splitlines():
             if not line.strip():
                 continue
-            item = json.loads(line)
+            try:
+                item = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise HubError(400, f"malformed JSON line in the commit: {error}") from None
             key, value = item["key"], item["value"]
             if key == "header":
                 header = value
-            elif key == "file":
+                continue
+            if key == "deletedFolder" and isinstance(value.get("path"), str):
+                value["path"] = value["path"].rstrip("/")
+            problem = path_problem(value.get("path"))
+            if problem:
+                raise HubError(400, problem)
+            if key == "file":
                 if value.get("encoding", "base64") != "base64":
                     raise HubError(400, f"unsupported encoding for {value['path']}")
-                regular[value["path"]] = base64.b64decode(value["content"])
+                content = base64.b64decode(value["content"], validate=True)
+                if len(content) > MAX_REGULAR_FILE_BYTES:
+                    raise HubError(400, f"{value['path']} is over {MAX_REGULAR_FILE_BYTES} bytes: upload it with LFS")
+                regular[value["path"]] = content
             elif key == "lfsFile":
                 lfs[value["path"]] = (value["oid"], int(value["size"]))
             elif key in ("deletedFile", "deletedFolder"):
@@ -330,7 +518,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._json({"success": True, "commitOid": oid, "commitUrl": url, "pullRequestUrl": None})
 
     def list_commits(self, method, kind, repo_id, revision):
-        repo = self.store.repo(REPO_TYPES[kind], repo_id)
+        repo = self._readable(REPO_TYPES[kind], repo_id)
         oid, history = self.store.resolve_revision(repo, revision), []
         while oid:
             commit = repo["commits"][oid]
@@ -340,6 +528,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._json(history)
 
     def tree(self, method, kind, repo_id, revision, path=""):
+        self._readable(REPO_TYPES[kind], repo_id)
         _, files = self.store.files_at(REPO_TYPES[kind], repo_id, revision)
         path = unquote(path or "").strip("/")
         recursive = self.query.get("recursive", ["false"])[0].lower() in ("1", "true")
@@ -359,10 +548,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._json(entries)
 
     def paths_info(self, method, kind, repo_id, revision):
+        self._readable(REPO_TYPES[kind], repo_id)
         _, files = self.store.files_at(REPO_TYPES[kind], repo_id, revision)
         body = self._body()
         if self.headers.get("Content-Type", "").startswith("application/json"):
-            payload = json.loads(body)
+            try:
+                payload = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise HubError(400, f"malformed JSON body: {error}") from None
             paths, expand = payload.get("paths", []), bool(payload.get("expand"))
         else:
             form = parse_qs(body.decode())
@@ -379,6 +572,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def resolve(self, method, prefix, repo_id, revision, path):
         repo_type = {"": "model", "datasets/": "dataset", "spaces/": "space"}[prefix or ""]
+        self._readable(repo_type, repo_id)
         oid, files = self.store.files_at(repo_type, repo_id, revision)
         path = unquote(path)
         record = files.get(path)
@@ -423,7 +617,11 @@ ROUTES = [
     (re.compile(rf"/api/{KIND}/{REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?"), {"GET"}, HubRequestHandler.tree),
     (re.compile(rf"/api/{KIND}/{REPO}/paths-info/(?P<revision>[^/]+)"), {"POST"}, HubRequestHandler.paths_info),
     (re.compile(rf"/{PREFIX}{REPO}\.git/info/lfs/objects/batch"), {"POST"}, HubRequestHandler.lfs_batch),
-    (re.compile(r"/lfs-upload/(?P<oid>[0-9a-f]{64})"), {"PUT"}, HubRequestHandler.lfs_upload),
+    (
+        re.compile(r"/lfs-upload/(?P<oid>[0-9a-f]{64})/(?P<size>\d+)/(?P<signature>[0-9a-f]{64})"),
+        {"PUT"},
+        HubRequestHandler.lfs_upload,
+    ),
     (re.compile(rf"/{PREFIX}{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)"), {"GET", "HEAD"}, HubRequestHandler.resolve),
 ]
 
@@ -431,21 +629,34 @@ ROUTES = [
 class LocalHubServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, store: HubStore):
-        super().__init__(address, HubRequestHandler)
-        self.store = store
+    def __init__(self, port: int, store: HubStore, token: str, max_request_bytes: int, max_upload_bytes: int):
+        super().__init__((HOST, port), HubRequestHandler)
+        self.store, self.token = store, token
+        self.max_request_bytes, self.max_upload_bytes = max_request_bytes, max_upload_bytes
+
+    def upload_signature(self, oid: str, size: int) -> str:
+        return hmac.new(self.token.encode(), f"{oid}/{size}".encode(), hashlib.sha256).hexdigest()
 
 
 class LocalHub:
     """
-    Run the server in a background thread::
+    Run the server on 127.0.0.1 in a background thread; writes need `hub.token` (a new random one unless given)::
 
         with LocalHub(storage_dir) as hub:
-            os.environ["HF_ENDPOINT"] = hub.endpoint   # before importing huggingface_hub in that process
+            os.environ.update(HF_ENDPOINT=hub.endpoint, HF_TOKEN=hub.token)  # before importing huggingface_hub
     """
 
-    def __init__(self, storage, host: str = "127.0.0.1", port: int = 0):
-        self.server = LocalHubServer((host, port), HubStore(Path(storage)))
+    def __init__(
+        self,
+        storage,
+        port: int = 0,
+        token: str | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    ):
+        self.token = token or f"hf_local_{secrets.token_urlsafe(24)}"
+        store = HubStore(Path(storage))
+        self.server = LocalHubServer(port, store, self.token, max_request_bytes, max_upload_bytes)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

@@ -3,14 +3,17 @@ settings with `HfArgumentParser`, which behaves the same way):
 
 - every flag is accepted as `--foo-bar` and as `--foo_bar`;
 - an abbreviated or misspelt flag is an error naming it, with the closest real flag, never silently another flag;
-- `--help` shows the default each option really takes.
+- `--help` shows the default each option really takes;
+- a mistake in the user's input is one line `error: ...` (`user_errors`), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import sys
+from collections.abc import Iterator
 
 
 def _shows_default(action: argparse.Action) -> bool:
@@ -76,4 +79,15 @@ class CommandParser(argparse.ArgumentParser):
         super().error(message)
 
 
-__all__ = ["CommandParser"]
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a mistake in the user's input (a missing or unreadable file, a bad value: `OSError`, `ValueError`) into one
+    line `error: ...` on stderr and exit status 2, as argparse does for a bad flag."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+__all__ = ["CommandParser", "user_errors"]

@@ -2,6 +2,8 @@
 
 from transformers import PretrainedConfig
 
+MAX_TEXT_POSITIONS = 512  # BERT's text positions: the longest caption a model or processor takes, in tokens
+
 
 class IVTConfig(PretrainedConfig):
     r"""
@@ -29,6 +31,7 @@ class IVTConfig(PretrainedConfig):
         layer_norm_eps (`float`, *optional*, defaults to 1e-6): eps of the transformer LayerNorms.
         text_layer_norm_eps (`float`, *optional*, defaults to 1e-12): eps of the text embedding LayerNorm.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the truncated-normal initialisation.
+        pad_token_id (`int`, *optional*, defaults to 0): id of the [PAD] token (BERT's).
         fusion_num_hidden_layers (`int`, *optional*, defaults to 6): depth of the pre-training fusion encoder
             ([`IVTForPreTraining`] only; the dual encoder ignores the `fusion_*` and `*_loss_weight` fields).
         fusion_num_attention_heads (`int`, *optional*): fusion attention heads (default: `num_attention_heads`).
@@ -44,41 +47,77 @@ class IVTConfig(PretrainedConfig):
     """
 
     model_type = "ivt"
+    # Settings that shape training, not the saved weights: a training run sets them on a loaded checkpoint too.
+    training_settings = ("drop_path_rate", "hidden_dropout_prob", "token_drop_ratio")
+    # Settings of the pre-training objective around the dual encoder ([`IVTForPreTraining`]).
+    pretraining_settings = (
+        "fusion_num_hidden_layers",
+        "temperature_init",
+        "itc_loss_weight",
+        "itm_loss_weight",
+        "mlm_loss_weight",
+        "cmpm_loss_weight",
+    )
 
     def __init__(
         self,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        hidden_act="gelu",
-        image_size=(384, 128),
-        patch_size=16,
-        patch_stride=12,
-        num_channels=3,
-        vocab_size=30522,
-        max_position_embeddings=512,
-        type_vocab_size=2,
-        hidden_dropout_prob=0.1,
-        attention_dropout=0.0,
-        drop_path_rate=0.1,
-        token_drop_ratio=0.2,
-        layer_norm_eps=1e-6,
-        text_layer_norm_eps=1e-12,
-        initializer_range=0.02,
-        pad_token_id=0,
-        fusion_num_hidden_layers=6,
-        fusion_num_attention_heads=None,
-        fusion_intermediate_size=None,
-        temperature_init=0.5,
-        itc_loss_weight=1.0,
-        itm_loss_weight=1.0,
-        mlm_loss_weight=1.0,
-        cmpm_loss_weight=0.0,
-        tie_word_embeddings=True,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        image_size: tuple[int, int] = (384, 128),
+        patch_size: int = 16,
+        patch_stride: int = 12,
+        num_channels: int = 3,
+        vocab_size: int = 30522,
+        max_position_embeddings: int = MAX_TEXT_POSITIONS,
+        type_vocab_size: int = 2,
+        hidden_dropout_prob: float = 0.1,
+        attention_dropout: float = 0.0,
+        drop_path_rate: float = 0.1,
+        token_drop_ratio: float = 0.2,
+        layer_norm_eps: float = 1e-6,
+        text_layer_norm_eps: float = 1e-12,
+        initializer_range: float = 0.02,
+        pad_token_id: int = 0,
+        fusion_num_hidden_layers: int = 6,
+        fusion_num_attention_heads: int | None = None,
+        fusion_intermediate_size: int | None = None,
+        temperature_init: float = 0.5,
+        itc_loss_weight: float = 1.0,
+        itm_loss_weight: float = 1.0,
+        mlm_loss_weight: float = 1.0,
+        cmpm_loss_weight: float = 0.0,
+        tie_word_embeddings: bool = True,
         **kwargs,
     ):
         super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+        sizes = {
+            "hidden_size": hidden_size,
+            "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": num_attention_heads,
+            "intermediate_size": intermediate_size,
+            "patch_size": patch_size,
+            "patch_stride": patch_stride,
+            "num_channels": num_channels,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": max_position_embeddings,
+            "type_vocab_size": type_vocab_size,
+            "fusion_num_hidden_layers": fusion_num_hidden_layers,
+            "fusion_num_attention_heads": fusion_num_attention_heads or num_attention_heads,
+            "fusion_intermediate_size": fusion_intermediate_size or intermediate_size,
+        }
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in {
+            "hidden_dropout_prob": hidden_dropout_prob,
+            "attention_dropout": attention_dropout,
+            "drop_path_rate": drop_path_rate,
+        }.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
         if hidden_size % num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"
@@ -137,4 +176,4 @@ class IVTConfig(PretrainedConfig):
         return rows * columns + 1
 
 
-__all__ = ["IVTConfig"]
+__all__ = ["MAX_TEXT_POSITIONS", "IVTConfig"]

@@ -62,12 +62,28 @@ def resize_position_grid(embedding: torch.Tensor, old_grid: tuple[int, int], new
     return torch.cat([cls_entry, grid], dim=1)
 
 
+def check_vocabulary(config, tokenizer, where: str) -> None:
+    """
+    Refuse a model whose word embedding has fewer rows than its tokenizer has tokens: the missing ids would make every
+    caption that contains them fail in the embedding lookup (an `IndexError` at query time).
+    """
+    text_config = getattr(config, "text_config", None) or config
+    model_vocabulary = getattr(text_config, "vocab_size", None)
+    if model_vocabulary is not None and len(tokenizer) > model_vocabulary:
+        raise ValueError(
+            f"{where}: the model's vocabulary has {model_vocabulary} entries but its tokenizer has {len(tokenizer)}: "
+            "token ids beyond the model's would crash every query using them; pair the weights with the tokenizer "
+            "they were trained with (--tokenizer)"
+        )
+
+
 def save_model_folder(model, processor, output_dir, overwrite: bool = False, card=None) -> Path:
     """
     Write model (safetensors + config + code), processor and optionally a model card (README.md) to `output_dir`
     through a temporary sibling folder that is renamed into place, so a failure never leaves a half-written folder
     and an existing one is kept unless `overwrite` is set.
     """
+    check_vocabulary(model.config, processor.tokenizer, str(output_dir))
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} already exists and is not empty; pass overwrite=True (--overwrite)")

@@ -8,7 +8,6 @@ Every size (widths, depths, embedding, vocabulary, context length, patch stride)
 training-only modules (identity classifier, cross-modal transformer, masked-language head) are listed and left out.
 """
 
-import argparse
 import logging
 import re
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import CommandParser
 from .configuration_irra import DEFAULT_IMAGE_SIZE, IRRAConfig
 from .conversion_utils import load_state_dict_file, save_model_folder
 from .defaults import create_irra_processor
@@ -244,11 +244,11 @@ def convert_irra_checkpoint(
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("--checkpoint", required=True, type=Path, help="IRRA's .pth checkpoint (e.g. best.pth)")
     parser.add_argument("--output", required=True, type=Path, help="folder to write the converted model to")
     parser.add_argument(
-        "--dtype", choices=list(DTYPES), default="float32", help="weight dtype of the folder (IRRA saves fp16; default fp32)"
+        "--dtype", choices=list(DTYPES), default="float32", help="weight dtype of the folder (IRRA saves fp16)"
     )
     parser.add_argument("--source", help="where the checkpoint was obtained (a URL), for the model card")
     parser.add_argument("--license", default="other", help="licence of the released weights, for the model card")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import CommandParser
+from .cli import CommandParser, user_errors
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, save_model_folder
 from .defaults import create_processor
@@ -66,7 +66,7 @@ def rename_original_key(name: str) -> str | None:
 
 def _require(state_dict: dict, key: str) -> torch.Tensor:
     if key not in state_dict:
-        raise KeyError(f"the checkpoint has no '{key}': is this an IVT checkpoint of the authors' code?")
+        raise ValueError(f"the checkpoint has no '{key}': is this an IVT checkpoint of the authors' code?")
     return state_dict[key]
 
 
@@ -167,9 +167,10 @@ def main(argv=None):
     parser.add_argument("--push-to-hub", metavar="REPO", help="also publish the folder to this Hub repository")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model, ignored = convert_original_checkpoint(
-        args.checkpoint, args.output, args.num_heads, args.overwrite, args.push_to_hub
-    )
+    with user_errors():
+        model, ignored = convert_original_checkpoint(
+            args.checkpoint, args.output, args.num_heads, args.overwrite, args.push_to_hub
+        )
     config = model.config
     print(
         f"converted: {config.num_hidden_layers} layers, width {config.hidden_size}, {config.num_attention_heads} heads, "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import CommandParser
+from .cli import CommandParser, user_errors
 from .configuration_ivt import IVTConfig
 from .conversion_utils import load_state_dict_file, resize_position_grid, save_model_folder
 from .defaults import create_processor
@@ -118,7 +118,9 @@ def take_tensors(state_dict: dict, mapping: dict[str, str], source: str) -> dict
     """
     missing = [name for name in mapping.values() if name not in state_dict]
     if missing:
-        naming = " (BERT names without the bert. prefix, LayerNorm gamma/beta read as weight/bias)" if source == "BERT" else ""
+        naming = ""
+        if source == "BERT":
+            naming = " (BERT names without the bert. prefix, LayerNorm gamma/beta read as weight/bias)"
         raise ValueError(
             f"the {source} checkpoint ({_layer_count(state_dict)} layers) lacks {len(missing)} tensor(s) that the "
             f"initialisation copies{naming}: " + ", ".join(missing)
@@ -222,10 +224,10 @@ def initialize_from_vit_and_bert(
     config: IVTConfig, vit_state_dict: dict | None = None, bert_state_dict: dict | None = None
 ) -> tuple[IVTModel, InitializationReport]:
     """
-    A new `IVTModel(config)` with every tensor of the released initialisation copied in from the ViT and BERT checkpoints;
-    the ViT position embedding is resized from its square grid to the model's stride grid. Either side may be
-    omitted (it then stays at random init). A tensor the given checkpoint lacks, or whose shape does not fit, is an
-    error naming it, never skipped. Layers of a deeper checkpoint beyond the model's depth are noted as unused.
+    A new `IVTModel(config)` with every tensor of the released initialisation copied in from the ViT and BERT
+    checkpoints; the ViT position embedding is resized from its square grid to the model's stride grid. Either side
+    may be omitted (it then stays at random init). A tensor the given checkpoint lacks, or whose shape does not fit,
+    is an error naming it, never skipped. Layers of a deeper checkpoint beyond the model's depth are noted as unused.
     """
     model = IVTModel(config)
     expected = model.state_dict()
@@ -289,9 +291,9 @@ def main(argv=None):
         parser.error("give --vit, --bert or both")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    vit_state, vit_config = _read_source(args.vit, "vit") if args.vit else (None, {})
-    bert_state, bert_config = _read_source(args.bert, "bert") if args.bert else (None, {})
     try:
+        vit_state, vit_config = _read_source(args.vit, "vit") if args.vit else (None, {})
+        bert_state, bert_config = _read_source(args.bert, "bert") if args.bert else (None, {})
         if vit_state is not None:
             depth = _layer_count(vit_state)
             tensors = vit_tensors(vit_state, depth)
@@ -318,7 +320,8 @@ def main(argv=None):
         raise SystemExit(f"convert_vit_bert: {error}") from error
     tokenizer_dir = args.tokenizer or (args.bert if args.bert and (args.bert / "tokenizer_config.json").is_file() else None)
     processor = create_processor(image_size=tuple(args.image_size), tokenizer_dir=tokenizer_dir)
-    save_model_folder(model, processor, args.output, overwrite=args.overwrite)
+    with user_errors():
+        save_model_folder(model, processor, args.output, overwrite=args.overwrite)
     print(report.summary())
     print(f"saved a {config.num_hidden_layers}-layer, {config.hidden_size}-wide IVT to {args.output}")
 

@@ -9,7 +9,7 @@ from transformers import BertTokenizer, CLIPTokenizer, ViTImageProcessorPil
 from .configuration_irra import IRRAConfig
 from .image_processing_irra import IRRAImageProcessor
 from .processing_irra import IRRAProcessor
-from .processing_ivt import TEXT_INPUT_NAMES, IVTProcessor
+from .processing_ivt import IMAGE_MEAN, IMAGE_STD, TEXT_INPUT_NAMES, IVTProcessor
 
 CLIP_VOCABULARY_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # Merge lines 1..48894 of the vocabulary file make CLIP's 49,408-entry vocabulary with the 512 byte symbols and the
@@ -35,7 +35,7 @@ def minilm_dir() -> Path:
 
 def create_processor(image_size=(384, 128), max_length: int = 100, tokenizer_dir=None) -> IVTProcessor:
     """
-    A fresh processor for a new model: bilinear resize to `image_size` (height, width), mean/std 0.5, and the uncased
+    A fresh processor for a new model: bilinear resize to `image_size` (height, width), the released mean/std, and the uncased
     BERT tokenizer from `tokenizer_dir` (default: the vocabulary from `minilm_dir()`). The tokenizer returns
     no token type ids, so that pipelines, which call it alone, feed the model what the processor does.
     """
@@ -46,8 +46,8 @@ def create_processor(image_size=(384, 128), max_length: int = 100, tokenizer_dir
     height, width = image_size
     image_processor = ViTImageProcessorPil(
         size={"height": height, "width": width},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
+        image_mean=list(IMAGE_MEAN),
+        image_std=list(IMAGE_STD),
         do_convert_rgb=True,
     )
     return IVTProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)

@@ -1,4 +1,5 @@
-"""Export a saved IVT as two ONNX graphs, one per tower, for serving with onnxruntime (no PyTorch needed there).
+"""Export a saved IVT or IRRA-family model as two ONNX graphs, one per tower, for serving with onnxruntime (no
+PyTorch needed there).
 
     python -m modeling_ivt.export_onnx --model outputs/ivt-drawn-pedestrians/best --output outputs/ivt-onnx
 
@@ -34,7 +35,7 @@ TOLERANCE = 1e-4
 
 
 class ImageEncoder(nn.Module):
-    """The image tower of an IVT: pixel values to L2-normalised image embeddings."""
+    """The image tower of a dual encoder (IVT or IRRA): pixel values to L2-normalised image embeddings."""
 
     def __init__(self, model):
         super().__init__()
@@ -45,7 +46,7 @@ class ImageEncoder(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """The text tower of an IVT: token ids and their padding mask to L2-normalised text embeddings."""
+    """The text tower of a dual encoder (IVT or IRRA): token ids and padding mask to L2-normalised text embeddings."""
 
     def __init__(self, model):
         super().__init__()
@@ -57,7 +58,8 @@ class TextEncoder(nn.Module):
 
 def _example_inputs(model, processor) -> tuple[dict, dict]:
     """A batch of two images and two captions of different lengths (so the export sees padding)."""
-    height, width = model.config.image_size
+    size = processor.image_processor.size
+    height, width = size["height"], size["width"]
     images = [Image.new("RGB", (width, height), (200, 40, 40)), Image.new("RGB", (width // 2, height), (30, 60, 190))]
     captions = ["a woman in a red coat", "a man with short black hair wearing a blue shirt, grey shorts and a backpack"]
     text = processor(text=captions)
@@ -98,7 +100,7 @@ def max_abs_difference(path: Path, module: nn.Module, inputs: dict) -> float:
 
 def export_onnx(model, processor, output_dir: str | Path, opset: int = 18) -> dict:
     """
-    Write both towers of `model` (an `IVTModel`) and `processor` to `output_dir` (replaced as a whole); returns the
+    Write both towers of `model` (an `IVTModel` or `IRRAModel`) and `processor` to `output_dir` (replaced as a whole); returns the
     report also saved as `onnx_export.json`: the graphs, their inputs and outputs and the measured differences.
     """
     try:
@@ -109,7 +111,8 @@ def export_onnx(model, processor, output_dir: str | Path, opset: int = 18) -> di
     model = model.float().eval()
     image_inputs, text_inputs = _example_inputs(model, processor)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    tokens = torch.export.Dim("tokens", min=2, max=model.config.max_position_embeddings)
+    text_config = getattr(model.config, "text_config", model.config)
+    tokens = torch.export.Dim("tokens", min=2, max=text_config.max_position_embeddings)
     towers = [
         (ImageEncoder(model).eval(), image_inputs, {"pixel_values": {0: batch}}, "image_embeds", IMAGE_FILE),
         (
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     add_trust_remote_code_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The exporter warns once per torchvision operator it cannot register; no IVT or IRRA graph uses them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
         if args.output.exists() and not args.overwrite:
             raise FileExistsError(f"{args.output} exists: pass --overwrite to replace it, or choose another --output")

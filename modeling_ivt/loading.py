@@ -16,15 +16,26 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import AutoModel, AutoProcessor
 
+from .conversion_utils import check_vocabulary
 from .inference import inference_dtype
+from .modeling_irra import IRRAModel
 from .modeling_ivt import IVTModel
 
 logger = logging.getLogger(__name__)
 
+# The dual encoders the project's commands run with the installed code.
+MODEL_CLASSES = (IVTModel, IRRAModel)
+
 TRUST_REMOTE_CODE_HELP = (
     "run the Python code that the model folder or Hub repository ships (its config's auto_map) instead of the "
-    "installed IVT code; only for models whose code you have read or whose authors you trust"
+    "installed model code; only for models whose code you have read or whose authors you trust"
 )
+
+
+def embedding_dim(config) -> int:
+    """Width of a model's retrieval embeddings: IRRA-family models project into `projection_dim`, IVT compares its
+    `hidden_size`-wide [CLS] tokens."""
+    return getattr(config, "projection_dim", None) or config.hidden_size
 
 
 BF16_HELP = (
@@ -66,8 +77,8 @@ def load_model_and_processor(
     bf16: bool = False,
 ):
     """
-    An IVT (float32, or bfloat16 weights with `bf16`; eval mode, on `device`) and its processor from a folder or a
-    Hub repository id. Without `trust_remote_code` only the installed IVT code runs and anything that is not an IVT
+    An IVT or IRRA-family model (float32, or bfloat16 weights with `bf16`; eval mode, on `device`) and its processor
+    from a folder or a Hub repository id. Without `trust_remote_code` only the installed code runs and any other model
     is refused (`ValueError`).
     """
     dtype = inference_dtype(bf16, device)
@@ -86,18 +97,22 @@ def load_model_and_processor(
             f"model {name_or_path} asks to run its own code (auto_map in its config), which is not run by default; "
             f"pass --trust-remote-code only if you trust its authors"
         ) from None
-    if not trust_remote_code and not isinstance(model, IVTModel):
+    if not trust_remote_code and not isinstance(model, MODEL_CLASSES):
         raise ValueError(
-            f"model {name_or_path} is a {type(model).__name__} (model_type {model.config.model_type!r}), not an IVT"
+            f"model {name_or_path} is a {type(model).__name__} (model_type {model.config.model_type!r}), neither an "
+            "IVT nor an IRRA-family model"
         )
+    check_vocabulary(model.config, processor.tokenizer, f"model {name_or_path}")
     return model.to(device).eval(), processor
 
 
 __all__ = [
     "BF16_HELP",
+    "MODEL_CLASSES",
     "TRUST_REMOTE_CODE_HELP",
     "add_bf16_argument",
     "add_trust_remote_code_argument",
     "check_model_location",
+    "embedding_dim",
     "load_model_and_processor",
 ]

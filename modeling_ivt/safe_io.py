@@ -1,6 +1,5 @@
 """Writing that never loses what was there and reading that never leaves its root: the project's one way to replace a
-file or a folder with a new complete copy, to turn a path read from a data file into a path inside its root, and to
-open a user's image with a pixel limit checked before decoding.
+file or a folder with a new complete copy, and to turn a path read from a data file into a path inside its root.
 
 Replacing: `replace_path(staged, target)` moves a complete `staged` file or folder (on the same file system) to
 `target`. A file, or a folder where nothing is yet, is one `os.replace`, atomic on POSIX. An existing folder is
@@ -24,24 +23,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from PIL import Image
-
 logger = logging.getLogger(__name__)
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
-# Pixels (width x height) an image may have before it is refused: 8,000 x 5,000, about 120 MB once decoded to RGB.
-# Pedestrian crops are far smaller; a file above this is a mistake or an attack (a tiny PNG can decode to gigabytes).
-MAX_IMAGE_PIXELS = 40_000_000
-
-
 class PathOutsideRootError(ValueError):
     """A path read from a data file points outside the folder it must stay in."""
-
-
-class ImageTooLargeError(ValueError):
-    """An image has more pixels than the configured limit (checked from its header, before decoding)."""
 
 
 def _libc():
@@ -202,50 +190,11 @@ def resolve_inside(root: str | os.PathLike, relative: str | os.PathLike, what: s
     return resolved
 
 
-def check_image_pixels(image: Image.Image, source, max_pixels: int | None = None) -> Image.Image:
-    """
-    Refuse an opened but not yet decoded image larger than `max_pixels` (default `MAX_IMAGE_PIXELS`), naming
-    `source`: its header gives the size, so a huge file is refused before it takes memory.
-    """
-    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    width, height = image.size
-    if max_pixels and width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image {source} is {width} x {height} = {width * height:,} pixels, above the limit of {max_pixels:,} "
-            f"(raise it with --max-image-pixels, or shrink the image)"
-        )
-    return image
-
-
-def open_image(path: str | os.PathLike, max_pixels: int | None = None, mode: str | None = "RGB") -> Image.Image:
-    """
-    Open and decode the image file at `path` (converted to `mode`), checking its size against `max_pixels` first;
-    every failure (missing, not an image, truncated, too large) is a `ValueError` naming the file.
-    """
-    try:
-        with Image.open(path) as image:
-            check_image_pixels(image, path, max_pixels)
-            if mode is None:
-                image.load()
-                return image
-            return image.convert(mode)
-    except ImageTooLargeError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(f"image {path} is too large to decode safely: {error}") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"image {path} cannot be decoded: {error}") from None
-
-
 __all__ = [
-    "ImageTooLargeError",
-    "MAX_IMAGE_PIXELS",
     "PathOutsideRootError",
     "atomic_output",
-    "check_image_pixels",
     "check_replaceable",
     "exchange_paths",
-    "open_image",
     "recover_replaced",
     "replace_path",
     "resolve_inside",

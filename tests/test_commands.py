@@ -20,6 +20,7 @@ COMMANDS = [
     "modeling_ivt.convert_original_checkpoint",
     "modeling_ivt.convert_vit_bert",
     "modeling_ivt.convert_pretraining",
+    "modeling_ivt.convert_irra_checkpoint",
     "modeling_ivt.export_onnx",
     "training.evaluate",
     "bench.run",
@@ -96,3 +97,38 @@ def test_every_command_uses_the_shared_parser(module_name, monkeypatch):
         module.main([])
     parser = caught.value.args[0]
     assert isinstance(parser, CommandParser) and not parser.allow_abbrev
+
+
+MISTAKES = [
+    ("ivt_search.__main__", ["query", "{missing}", "a man"]),
+    ("demo.build_space", ["{out}", "--index", "{missing}"]),
+    ("dataset_scripts.build", ["cuhk-pedes", "{missing}", "{out}"]),
+    ("dataset_scripts.pretraining", ["{missing}"]),
+    ("dataset_scripts.hub", ["{missing}", "your-name/drawn-pedestrians"]),
+    ("modeling_ivt.convert_original_checkpoint", ["--checkpoint", "{missing}", "--output", "{out}"]),
+    ("modeling_ivt.convert_vit_bert", ["--vit", "{missing}", "--output", "{out}"]),
+    ("modeling_ivt.convert_pretraining", ["{missing}", "--output", "{out}"]),
+    ("modeling_ivt.convert_irra_checkpoint", ["--checkpoint", "{missing}", "--output", "{out}"]),
+    ("modeling_ivt.export_onnx", ["--model", "{missing}", "--output", "{out}"]),
+    ("training.evaluate", ["--model", "{missing}", "--dataset", "{missing}"]),
+]
+
+
+@pytest.mark.parametrize(("module_name", "arguments"), MISTAKES, ids=[name for name, _ in MISTAKES])
+def test_a_wrong_path_is_one_line_naming_it(module_name, arguments, tmp_path, capsys):
+    missing = str(tmp_path / "not-there")
+    argv = [argument.format(missing=missing, out=tmp_path / "out") for argument in arguments]
+    if module_name.startswith("demo."):
+        pytest.importorskip("gradio", reason='the demo commands need the extra: pip install -e ".[demo]"')
+    module = importlib.import_module(module_name)
+    try:
+        status = module.main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    assert status not in (0, None)
+    error = capsys.readouterr().err
+    if isinstance(status, str):  # SystemExit(message): Python prints the message as the process ends
+        error += status
+    assert "Traceback" not in error
+    last = error.strip().splitlines()[-1]
+    assert missing in last, error

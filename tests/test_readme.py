@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -14,13 +15,19 @@ from tests.model.conftest import TINY_IMAGE_SIZE, tiny_config
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def readme_python_examples() -> list[str]:
+    section = README.read_text(encoding="utf-8").split("## Use it from Python", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+
+
 def readme_python_example() -> str:
-    section = README.read_text(encoding="utf-8").split("## Use it from Python", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    return readme_python_examples()[0]
 
 
-def test_readme_python_example_ranks_the_gallery(tmp_path):
-    example = readme_python_example()
+@pytest.mark.parametrize("with_pipelines", [False, True], ids=["example", "example-then-pipelines"])
+def test_readme_python_example_ranks_the_gallery(tmp_path, with_pipelines):
+    """The example as written; then the pipelines snippet that follows it, in the same session."""
+    example = "\n".join(readme_python_examples()[:2]) if with_pipelines else readme_python_example()
     model_dir = re.search(r'model_dir = "([^"]+)"', example).group(1)
     gallery_paths = re.findall(r'"(gallery/[^"]+)"', example)
     torch.manual_seed(0)
@@ -40,6 +47,9 @@ def test_readme_python_example_ranks_the_gallery(tmp_path):
     assert sorted(path for _, path, _ in ranked) == sorted(gallery_paths)
     scores = [float(score) for _, _, score in ranked]
     assert scores == sorted(scores, reverse=True)
+    if with_pipelines:
+        labels = re.findall(r"'label': '([^']+)'", result.stdout)
+        assert sorted(labels) == ["a man in a blue shirt", "a woman in a red coat"], result.stdout
 
 
 def test_readme_python_example_before_training_says_what_to_do(tmp_path):

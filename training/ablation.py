@@ -1,7 +1,7 @@
 """Ablation of IVT's parts on a benchmark: CMPM only, + MLA, + BMM, full IVT, each over several seeds.
 
     python training/ablation.py                                  # default recipe, 3 seeds, 12 runs
-    python training/ablation.py --seeds 1 2 3 -- --max_train_steps 150 --eval_every_epochs 5
+    python training/ablation.py --seeds 1 2 3 -- --max_train_steps 150 --finetune.eval_every_epochs 5
 
 Arguments after `--` go to every `training/run.py` call (the recipe: `--config`, budget, ...). Each run writes
 OUTPUT_ROOT/<variant>-seed<k>/results.json; the table of mean +- std (sample standard deviation over seeds) of the test
@@ -24,10 +24,10 @@ from modeling_ivt.safe_io import write_text_atomic
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METRIC_NAMES = ("R@1", "R@5", "R@10", "mAP", "mINP")
 VARIANTS = {
-    "CMPM only": ["--no-mla", "--token_drop_ratio", "0"],
-    "+ MLA": ["--mla", "--token_drop_ratio", "0"],
-    "+ BMM": ["--no-mla", "--token_drop_ratio", "0.2"],
-    "full IVT (MLA + BMM)": ["--mla", "--token_drop_ratio", "0.2"],
+    "CMPM only": ["--no-mla", "--model.token_drop_ratio", "0"],
+    "+ MLA": ["--mla", "--model.token_drop_ratio", "0"],
+    "+ BMM": ["--no-mla", "--model.token_drop_ratio", "0.2"],
+    "full IVT (MLA + BMM)": ["--mla", "--model.token_drop_ratio", "0.2"],
 }
 
 

@@ -1,6 +1,6 @@
 """Train-time image augmentation of the released IVT and IRRA recipes, with torch and Pillow only.
 
-IVT: bicubic resize -> zero pad -> random crop -> horizontal flip -> to tensor -> normalise (0.5, 0.5) -> random erasing
+IVT: bicubic resize -> zero pad -> random crop -> horizontal flip -> to tensor -> normalise (the processor's mean/std) -> random erasing
 with per-pixel random values. IRRA: see `IRRATrainAugmentation`. Every random draw comes from the `torch.Generator` passed in, so a view is a pure
 function of (image, generator state): that is what makes resumed runs repeat the same views.
 """
@@ -13,12 +13,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-MEAN = 0.5
-STD = 0.5
+from modeling_ivt.processing_ivt import IMAGE_MEAN, IMAGE_STD
+
+MEAN = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
+STD = torch.tensor(IMAGE_STD).view(3, 1, 1)
 
 
 def to_normalised_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float tensor (3, H, W) in [-1, 1] (ToTensor, then mean = std = 0.5)."""
+    """RGB PIL image -> float tensor (3, H, W), normalised like the processor (ToTensor, then the model's mean/std)."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return (torch.from_numpy(array).permute(2, 0, 1) - MEAN) / STD
 

@@ -9,8 +9,8 @@ import logging
 import math
 import os
 import random
-import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -25,20 +25,15 @@ from .config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d+)$")
-
-
 def create_accelerator(
     output_dir,
     mixed_precision: str = "no",
     gradient_accumulation_steps: int = 1,
     report_to: str = "tensorboard",
-    checkpoints_total_limit: int | None = None,
 ) -> Accelerator:
     """
-    An Accelerator whose `save_state()` writes `output_dir/checkpoints/checkpoint_<n>` (keeping the newest
-    `checkpoints_total_limit`) and whose trackers log to `output_dir` (`report_to` "none" disables them; TensorBoard is
-    skipped with a warning when it is not installed).
+    An Accelerator whose trackers log to `output_dir` (`report_to` "none" disables them; TensorBoard is skipped with a
+    warning when it is not installed); checkpoints are `training.checkpointing`'s.
     """
     log_with = None
     if report_to != "none":
@@ -51,8 +46,6 @@ def create_accelerator(
     project_config = ProjectConfiguration(
         project_dir=str(output_dir),
         logging_dir=str(Path(output_dir) / "logs"),
-        automatic_checkpoint_naming=True,
-        total_limit=checkpoints_total_limit,
     )
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
@@ -206,36 +199,6 @@ class TrainingProgress:
             setattr(self, name, value)
 
 
-def latest_checkpoint(output_dir) -> Path | None:
-    """The highest-numbered `checkpoint_<n>` folder under `output_dir/checkpoints`, or None."""
-    folder = Path(output_dir) / "checkpoints"
-    if not folder.is_dir():
-        return None
-    numbered = [(int(m.group(1)), path) for path in folder.iterdir() if (m := CHECKPOINT_PATTERN.search(path.name))]
-    return max(numbered)[1] if numbered else None
-
-
-def resume_from_checkpoint(accelerator: Accelerator, output_dir, checkpoint: str) -> Path:
-    """
-    Restore everything `save_state` wrote (model, optimiser, scaler, RNG states of every process, registered objects
-    such as the sampler, schedule and progress) from `checkpoint` ("latest" or a folder), and continue the checkpoint
-    numbering after it.
-    """
-    path = latest_checkpoint(output_dir) if checkpoint == "latest" else Path(checkpoint)
-    if path is None:
-        raise FileNotFoundError(
-            f"--resume_from_checkpoint latest: no checkpoint_<n> folder in {output_dir}/checkpoints"
-        )
-    if not path.is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint: {path} is not a checkpoint folder")
-    accelerator.load_state(str(path))
-    match = CHECKPOINT_PATTERN.search(path.name)
-    if match:
-        accelerator.project_configuration.iteration = int(match.group(1)) + 1
-    logger.info("resumed from %s", path)
-    return path
-
-
 def set_num_threads(num_threads: int | None) -> None:
     """Apply `--num_threads`; 0 shares this machine's usable cores among its training processes.
 
@@ -254,16 +217,7 @@ def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
     """The built benchmark; generated first (by the main process, the others wait) when `generate_benchmark` is set."""
     if config.generate_benchmark:
         with accelerator.main_process_first():
-            return ensure_generated_benchmark(
-                config.dataset,
-                num_train_ids=config.gen_num_train_ids,
-                num_val_ids=config.gen_num_val_ids,
-                num_test_ids=config.gen_num_test_ids,
-                images_per_id=config.gen_images_per_id,
-                captions_per_image=config.gen_captions_per_image,
-                seed=config.gen_seed,
-                difficulty=config.gen_difficulty,
-            )
+            return ensure_generated_benchmark(config.dataset, config.generator)
     if not Path(config.dataset).is_dir():
         raise FileNotFoundError(
             f"--dataset {config.dataset}: no built benchmark there; build one with python -m dataset_scripts.build "
@@ -274,6 +228,13 @@ def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
 
 def prepare_output_dir(config: TrainingConfig, accelerator) -> Path:
     output_dir = Path(config.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except PermissionError as error:
+        raise PermissionError(
+            f"--output_dir {output_dir}: cannot write there ({error.strerror}: {error.filename}); choose a folder you can write"
+        ) from None
     checkpoints = output_dir / "checkpoints"
     if config.resume_from_checkpoint is None and checkpoints.is_dir() and any(checkpoints.iterdir()):
         if not config.overwrite_output_dir:
@@ -293,5 +254,11 @@ def write_json_atomically(path: Path, payload: dict) -> None:
 
 
 def tracker_config(config: TrainingConfig) -> dict:
-    """Hyperparameters as TensorBoard accepts them (no None, no lists)."""
-    return {name: (value if isinstance(value, (int, float, str, bool)) else str(value)) for name, value in config.to_dict().items()}
+    """Hyperparameters as TensorBoard accepts them: flat names (`model.hidden_size`), no None, no lists."""
+    flat = {}
+    for name, value in config.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for inner, inner_value in items:
+            key = f"{name}.{inner}" if inner else name
+            flat[key] = inner_value if isinstance(inner_value, (int, float, str, bool)) else str(inner_value)
+    return flat

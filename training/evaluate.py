@@ -1,4 +1,4 @@
-"""Evaluate a saved or Hub IVT model on a built benchmark split: text-to-image R@1, R@5, R@10, mAP and mINP.
+"""Evaluate a saved or Hub model (IVT or IRRA-family) on a built benchmark split: text-to-image R@1, R@5, R@10, mAP and mINP.
 
 python training/evaluate.py --model outputs/ivt-drawn-pedestrians/best --dataset data/drawn-pedestrians
 python training/evaluate.py --model user/ivt-cuhk-pedes --dataset data/cuhk-pedes --split test --output m.json
@@ -58,7 +58,7 @@ def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = CommandParser(
         prog="python training/evaluate.py",
-        description="Text-to-image retrieval metrics of an IVT model on a built benchmark split (IRRA's protocol).",
+        description="Text-to-image retrieval metrics of an IVT or IRRA-family model on a built benchmark split (IRRA's protocol).",
     )
     parser.add_argument("--model", required=True, help="saved model folder or Hub repo id (model + processor)")
     parser.add_argument("--dataset", required=True, help="built benchmark folder (dataset_scripts.build output)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -19,20 +20,9 @@ from .config import TrainingConfig
 logger = logging.getLogger(__name__)
 
 
-def ivt_config_from_training(config: TrainingConfig) -> IVTConfig:
-    return IVTConfig(
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size,
-        image_size=(config.image_height, config.image_width),
-        patch_size=config.patch_size,
-        patch_stride=config.patch_stride,
-        drop_path_rate=config.drop_path_rate,
-        hidden_dropout_prob=config.hidden_dropout_prob,
-        token_drop_ratio=config.token_drop_ratio,
-        initializer_range=config.initializer_range,
-    )
+def checkpoint_overrides(model_config: IVTConfig, names: tuple[str, ...]) -> dict:
+    """The recipe's values of the `IVTConfig` settings `names`, which a run sets on a loaded checkpoint too."""
+    return {name: getattr(model_config, name) for name in names}
 
 
 def build_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object, str]:
@@ -48,14 +38,14 @@ def build_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object,
 
 
 def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object, str]:
-    image_size = (config.image_height, config.image_width)
+    image_size = tuple(config.model.image_size)
     if config.init == "random":
-        model = IVTModel(ivt_config_from_training(config))
+        model = IVTModel(copy.deepcopy(config.model))
         return model, create_processor(image_size, config.max_text_length), "random initialisation"
     if config.init == "minilm":
         folder = minilm_dir()
         state_dict = load_state_dict_file(folder)
-        ivt_config = ivt_config_from_training(config)
+        ivt_config = copy.deepcopy(config.model)
         model, report = initialize_from_vit_and_bert(ivt_config, None, state_dict)
         source = "text embeddings and text MLPs from all-MiniLM-L6-v2"
         if config.init_shared_from_text:
@@ -72,35 +62,25 @@ def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, obje
             )
         vit = load_state_dict_file(config.vit_path) if config.vit_path else None
         bert = load_state_dict_file(config.bert_path) if config.bert_path else None
-        model, report = initialize_from_vit_and_bert(ivt_config_from_training(config), vit, bert)
+        model, report = initialize_from_vit_and_bert(copy.deepcopy(config.model), vit, bert)
         logger.info("ViT + BERT initialisation: %s", report.summary())
         bert_path = Path(config.bert_path) if config.bert_path else None
         tokenizer_dir = bert_path if bert_path and (bert_path / "tokenizer_config.json").is_file() else None
         processor = create_processor(image_size, config.max_text_length, tokenizer_dir=tokenizer_dir)
         names = " + ".join(str(path) for path in (config.vit_path, config.bert_path) if path)
         return model, processor, f"ViT + BERT initialisation from {names}"
+    training_settings = checkpoint_overrides(config.model, IVTConfig.training_settings)
     saved_config = Path(config.init) / "config.json"
     if saved_config.is_file() and "IVTForPreTraining" in json.loads(saved_config.read_text()).get("architectures", []):
-        model, report = encoder_from_pretraining(
-            config.init,
-            patch_stride=config.patch_stride,
-            drop_path_rate=config.drop_path_rate,
-            hidden_dropout_prob=config.hidden_dropout_prob,
-            token_drop_ratio=config.token_drop_ratio,
-        )
-        logger.info("encoder of the pre-trained %s at patch stride %d: %s", config.init, config.patch_stride, report.summary())
+        stride = config.model.patch_stride
+        model, report = encoder_from_pretraining(config.init, patch_stride=stride, **training_settings)
+        logger.info("encoder of the pre-trained %s at patch stride %d: %s", config.init, stride, report.summary())
         return model, AutoProcessor.from_pretrained(config.init), f"pre-trained IVT {config.init}"
-    model = IVTModel.from_pretrained(
-        config.init,
-        dtype=torch.float32,
-        drop_path_rate=config.drop_path_rate,
-        hidden_dropout_prob=config.hidden_dropout_prob,
-        token_drop_ratio=config.token_drop_ratio,
-    )
+    model = IVTModel.from_pretrained(config.init, dtype=torch.float32, **training_settings)
     processor = AutoProcessor.from_pretrained(config.init)
     if tuple(model.config.image_size) != image_size:
         logger.warning(
-            "%s takes %s images; image_height/image_width (%s) are ignored",
+            "%s takes %s images; model.image_size (%s) is ignored",
             config.init,
             model.config.image_size,
             image_size,

@@ -130,10 +130,11 @@ def word_level(
 
 class MLATrainingDataset(torch.utils.data.Dataset):
     """
-    Training items for IVT, each caption cut at `max_caption_words` words when given. Indexed by `(pair_index, item_seed)` as the identity sampler yields them: the seed drives
-    every random choice of the item (views, phrase picks), so an item is reproducible wherever it is built (any
-    DataLoader worker, before or after a resume). With `mla` an item is three (view, text) pairs: (view 1, sentence),
-    (view 2, phrase), (view 3, word); without, one (view, sentence) pair.
+    Training items for IVT, each caption cut at `max_caption_words` words when given. Indexed by `(pair_index,
+    item_seed)` as the identity sampler yields them: the seed drives every random choice of the item (views, phrase
+    picks), so an item is reproducible wherever it is built (any DataLoader worker, before or after a resume). With
+    `mla` an item is three (view, text) pairs: (view 1, sentence), (view 2, phrase), (view 3, word); without, one
+    (view, sentence) pair.
     """
 
     def __init__(

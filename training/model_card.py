@@ -83,13 +83,13 @@ def build_model_card(
     run_name = Path(config.output_dir).name
     default_name = run_name if run_name.startswith("ivt") else f"ivt-{run_name}"
     model_name = repo_id.split("/")[-1] if repo_id else default_name
-    effective_items = config.items_per_batch * num_processes * config.gradient_accumulation_steps
+    effective_items = config.finetune.items_per_batch * num_processes * config.gradient_accumulation_steps
     levels = 3 if config.mla else 1
     objective = "CMPM"
     if config.mla:
         objective += f" with multi-level alignment (sentence / phrase / word level, word level: {config.word_level})"
     objective += (
-        f", bidirectional token dropping up to {config.token_drop_ratio:.0%} of the tokens"
+        f", bidirectional token dropping up to {model_config.token_drop_ratio:.0%} of the tokens"
         if model_config.token_drop_ratio > 0
         else ", no token dropping"
     )
@@ -129,14 +129,14 @@ def build_model_card(
         patch_stride=model_config.patch_stride,
         num_image_tokens=model_config.num_image_tokens,
         objective=objective,
-        loss_scope="per process (as released)" if config.local_loss else "over the features of all processes",
+        loss_scope="per process (as released)" if config.finetune.local_loss else "over the features of all processes",
         augmentation=augmentation,
-        ids_per_batch=config.ids_per_batch,
-        pairs_per_id=config.pairs_per_id,
+        ids_per_batch=config.finetune.ids_per_batch,
+        pairs_per_id=config.finetune.pairs_per_id,
         effective_batch_size=effective_items,
         effective_pairs=effective_items * levels,
         num_processes=num_processes,
-        items_per_batch=config.items_per_batch,
+        items_per_batch=config.finetune.items_per_batch,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         optimizer=config.optimizer,
         learning_rate=config.learning_rate,

@@ -2,13 +2,13 @@
 image-caption corpus, with the fine-tuning stage's accelerator, optimiser, schedule, checkpoint/resume and tracker
 machinery (training.engine).
 
-    accelerate launch training/run.py --stage pretrain --config training/configs/pretrain.yaml --corpus pairs.json
+    accelerate launch training/run.py --stage pretrain --config training/configs/pretrain.yaml --pretrain.corpus pairs.json
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 training/run.py --stage pretrain ...  # 2 CPU processes
 
 The corpus is read as a stream (dataset_scripts.pretraining.pair_corpus: JSON, imagefolder or any Hugging Face
 dataset, streaming included) in endless passes, each shuffled through a seeded buffer; every process reads the same
 stream and keeps its slice of each global batch, so no corpus length is needed and a resumed run continues with the
-exact batch where it stopped. Without `--corpus`, the benchmark at `--dataset` lends its training captions as a
+exact batch where it stopped. Without `--pretrain.corpus`, the benchmark at `--dataset` lends its training captions as a
 generic corpus (each caption its own pair, person ids ignored).
 
 At the end OUTPUT_DIR/best holds the pre-trained `IVTForPreTraining` with its processor and card, and
@@ -33,7 +33,7 @@ from transformers import AutoProcessor
 
 from dataset_scripts.pretraining import pair_corpus
 from dataset_scripts.views import training_pairs
-from modeling_ivt import IVTForPreTraining
+from modeling_ivt import IVTConfig, IVTForPreTraining
 from modeling_ivt.conversion_utils import load_state_dict_file, save_model_folder
 from modeling_ivt.convert_pretraining import pretraining_from_ivt
 from modeling_ivt.hub_utils import push_folder_to_hub
@@ -48,12 +48,12 @@ from .engine import (
     derived_seed,
     load_benchmark,
     prepare_output_dir,
-    resume_from_checkpoint,
     set_num_threads,
     tracker_config,
     write_json_atomically,
 )
-from .initialization import build_model_and_processor
+from .checkpointing import CheckpointManager
+from .initialization import build_model_and_processor, checkpoint_overrides
 from .pretraining_data import MaskingSettings, PretrainingCollator
 from .retrieval import evaluate_split
 
@@ -140,16 +140,16 @@ class PairStream:
 
 
 def build_corpus(config: TrainingConfig, dataset_dict):
-    if config.corpus is None:
+    if config.pretrain.corpus is None:
         if dataset_dict is None:
-            raise ValueError("--stage pretrain needs --corpus, or a benchmark at --dataset whose captions it can use")
+            raise ValueError("--stage pretrain needs --pretrain.corpus, or a benchmark at --dataset whose captions it can use")
         return BenchmarkCaptionCorpus(dataset_dict[config.train_split])
-    return pair_corpus(config.corpus, config.corpus_image_column, config.corpus_text_column)
+    return pair_corpus(config.pretrain.corpus, config.pretrain.corpus_image_column, config.pretrain.corpus_text_column)
 
 
 def _fusion_bert_state(config: TrainingConfig) -> tuple[dict | None, str]:
     """BERT weights for the fusion layers and the MLM head: `fusion_init`, else the BERT of init=vit_bert."""
-    source = config.fusion_init or (config.bert_path if config.init == "vit_bert" else None)
+    source = config.pretrain.fusion_init or (config.bert_path if config.init == "vit_bert" else None)
     if source is None:
         return None, "random fusion layers and MLM head"
     return load_state_dict_file(source), f"fusion layers and MLM head from {source}"
@@ -157,14 +157,7 @@ def _fusion_bert_state(config: TrainingConfig) -> tuple[dict | None, str]:
 
 def build_pretraining_model(config: TrainingConfig):
     """The model to pre-train: a saved `IVTForPreTraining` (to continue), or a new one around the initial IVT."""
-    pretraining_fields = {
-        "fusion_num_hidden_layers": config.fusion_num_hidden_layers,
-        "itc_loss_weight": config.itc_loss_weight,
-        "itm_loss_weight": config.itm_loss_weight,
-        "mlm_loss_weight": config.mlm_loss_weight,
-        "cmpm_loss_weight": config.cmpm_loss_weight,
-        "temperature_init": config.temperature_init,
-    }
+    pretraining_fields = checkpoint_overrides(config.model, IVTConfig.pretraining_settings)
     saved_config = Path(config.init) / "config.json"
     if saved_config.is_file() and "IVTForPreTraining" in json.loads(saved_config.read_text()).get("architectures", []):
         model = IVTForPreTraining.from_pretrained(config.init, dtype=torch.float32, **pretraining_fields)
@@ -184,7 +177,7 @@ def pretraining_model_card(config: TrainingConfig, init_source: str, results: di
         if metrics
         else "No retrieval evaluation was run."
     )
-    corpus = config.corpus or f"the training captions of {config.dataset} (each caption its own pair)"
+    corpus = config.pretrain.corpus or f"the training captions of {config.dataset} (each caption its own pair)"
     return ModelCard(
         f"""---
 library_name: transformers
@@ -197,10 +190,10 @@ tags:
 
 # IVT pre-trained with ITC + ITM + MLM
 
-IVT's shared image/text encoder with a {config.fusion_num_hidden_layers}-layer fusion encoder, pre-trained on
+IVT's shared image/text encoder with a {config.model.fusion_num_hidden_layers}-layer fusion encoder, pre-trained on
 {corpus} for {results["trained_steps"]} steps ({results["num_processes"]} process(es), {results["effective_batch_size"]}
-pairs per step). Initialisation: {init_source}. Loss weights ITC {config.itc_loss_weight}, ITM {config.itm_loss_weight},
-MLM {config.mlm_loss_weight}, CMPM {config.cmpm_loss_weight}.
+pairs per step). Initialisation: {init_source}. Loss weights ITC {config.model.itc_loss_weight}, ITM {config.model.itm_loss_weight},
+MLM {config.model.mlm_loss_weight}, CMPM {config.model.cmpm_loss_weight}.
 
 Load the pre-training model with `AutoModelForPreTraining` or only its dual encoder with `AutoModel` (both with
 `trust_remote_code=True` without the ivt-hf package). Before fine-tuning at another patch stride, convert it:
@@ -222,7 +215,6 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         report_to=config.report_to,
-        checkpoints_total_limit=config.checkpoints_total_limit,
     )
     output_dir = prepare_output_dir(config, accelerator)
     dataset_dict = None
@@ -235,13 +227,13 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         model.gradient_checkpointing_enable()
     stream = PairStream(
         build_corpus(config, dataset_dict),
-        config.pretrain_batch_size,
+        config.pretrain.batch_size,
         accelerator.num_processes,
         accelerator.process_index,
-        config.corpus_shuffle_buffer,
+        config.pretrain.corpus_shuffle_buffer,
         config.seed,
     )
-    masking = MaskingSettings(probability=config.mlm_probability, max_masked_tokens=config.mlm_max_masked_tokens)
+    masking = MaskingSettings(probability=config.pretrain.mlm_probability, max_masked_tokens=config.pretrain.mlm_max_masked_tokens)
     augmentation = TrainAugmentation(
         tuple(model.config.image_size), config.pad, config.flip_prob, config.erasing_prob, config.augment
     )
@@ -249,8 +241,8 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         processor.tokenizer,
         augmentation,
         masking,
-        max_words=config.max_caption_words,
-        max_length=config.max_caption_tokens,
+        max_words=config.pretrain.max_caption_words,
+        max_length=config.pretrain.max_caption_tokens,
         mla=config.mla,
         word_max_phrases=config.word_max_phrases,
         word_mode=config.word_level,
@@ -261,12 +253,13 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     progress = TrainingProgress()
-    for stateful in (stream, scheduler, progress):
-        accelerator.register_for_checkpointing(stateful)
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, config.checkpoints_total_limit, {"stream": stream, "scheduler": scheduler, "progress": progress}
+    )
     if config.resume_from_checkpoint:
-        resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
+        checkpoints.resume(config.resume_from_checkpoint)
     accelerator.init_trackers("ivt-pretraining", config=tracker_config(config))
-    effective_batch_size = config.pretrain_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+    effective_batch_size = config.pretrain.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     if config.mla:
         logger.info("MLA: every pair is trained as 3 (view, text level) pairs sharing its pair id")
     logger.info(
@@ -331,7 +324,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         if (config.checkpointing_steps and progress.global_step % config.checkpointing_steps == 0) or (
             not config.checkpointing_steps and at_epoch_end
         ):
-            accelerator.save_state()
+            checkpoints.save()
     bar.close()
     accelerator.wait_for_everyone()
 

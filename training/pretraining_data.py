@@ -49,7 +49,8 @@ def clean_caption(caption: str, max_words: int = 50) -> str:
     The released pre-training caption: lower-cased, the characters , . ' ! ? " ( ) * # : ; ~ deleted, "-" and "/"
     made spaces, "<person>" made "person", whitespace collapsed, the first `max_words` words kept.
     """
-    text = DELETED_PUNCTUATION.sub("", caption.lower()).replace("-", " ").replace("/", " ").replace("<person>", "person")
+    text = DELETED_PUNCTUATION.sub("", caption.lower()).replace("-", " ").replace("/", " ")
+    text = text.replace("<person>", "person")
     return " ".join(text.split()[:max_words])
 
 

@@ -3,7 +3,9 @@
     accelerate launch training/run.py                       # default recipe: training/configs/generated.yaml
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 training/run.py --num_epochs 2   # 2 CPU processes
     accelerate launch training/run.py --config training/configs/cuhk_pedes.yaml --dataset data/cuhk-pedes
+    accelerate launch training/run.py --model.hidden_size 384 --finetune.ids_per_batch 8   # recipe values overridden
     accelerate launch training/run.py --output_dir outputs/run --resume_from_checkpoint latest
+    accelerate launch training/run.py --config training/configs/pretrain_generated.yaml       # the pre-training stage
 
 At the end the best-on-validation model (weights, processor, model card) is in OUTPUT_DIR/best, the test metrics are
 printed and OUTPUT_DIR/results.json holds them with the timings and the full configuration.
@@ -32,6 +34,7 @@ from dataset_scripts.views import training_pairs  # noqa: E402
 from modeling_ivt import IVTModel  # noqa: E402
 from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
 from modeling_ivt.hub_utils import push_folder_to_hub  # noqa: E402
+from modeling_ivt.cli import user_errors  # noqa: E402
 from modeling_ivt.safe_io import atomic_output  # noqa: E402
 from training.augmentation import TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
@@ -42,11 +45,11 @@ from training.engine import (  # noqa: E402
     derived_seed,
     load_benchmark,
     prepare_output_dir,
-    resume_from_checkpoint,
     set_num_threads,
     tracker_config,
     write_json_atomically,
 )
+from training.checkpointing import CheckpointManager  # noqa: E402
 from training.initialization import build_model_and_processor  # noqa: E402
 from training.loss import distributed_cmpm_loss  # noqa: E402
 from training.mla import (  # noqa: E402
@@ -78,8 +81,12 @@ def dataset_display_name(config: TrainingConfig) -> str:
 
 
 def check_splits(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> None:
-    for option in ("train_split", "validation_split", "test_split"):
-        split = getattr(config, option)
+    splits = {
+        "train_split": config.train_split,
+        "finetune.validation_split": config.finetune.validation_split,
+        "test_split": config.test_split,
+    }
+    for option, split in splits.items():
         if split is not None and split not in dataset_dict:
             raise ValueError(
                 f"--{option} {split}: {config.dataset} has no such split (it has {', '.join(dataset_dict)}); "
@@ -89,19 +96,19 @@ def check_splits(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> 
 
 def select_training_pairs(config: TrainingConfig, dataset_dict: datasets.DatasetDict) -> datasets.Dataset:
     pairs = training_pairs(dataset_dict[config.train_split])
-    limit = config.train_caption_words
-    if limit is not None and config.long_train_captions == "drop":
+    limit = config.finetune.train_caption_words
+    if limit is not None and config.finetune.long_train_captions == "drop":
         captions = pairs["caption"]
         pairs = pairs.select([index for index, text in enumerate(captions) if len(caption_word_starts(text)) <= limit])
         logger.info("left out %d training captions of more than %d words", len(captions) - len(pairs), limit)
-    if config.max_train_ids is not None:
-        kept = set(sorted(set(pairs["person_id"]))[: config.max_train_ids])
+    if config.finetune.max_train_ids is not None:
+        kept = set(sorted(set(pairs["person_id"]))[: config.finetune.max_train_ids])
         pairs = pairs.filter(lambda batch: [pid in kept for pid in batch["person_id"]], batched=True)
     return pairs
 
 
 def train_one_epoch(
-    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar
+    *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar, checkpoints
 ) -> None:
     """Optimiser steps over the rest of this epoch's batches (a multiple of the accumulation steps)."""
     model.train()
@@ -120,7 +127,7 @@ def train_one_epoch(
         )
         with accelerator.accumulate(model):
             image_features, text_features = model(batch["pixel_values"], batch["text_levels"], token_drop_generator)
-            loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.local_loss)
+            loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.finetune.local_loss)
             accelerator.backward(loss)
             if accelerator.sync_gradients and config.max_grad_norm is not None:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -142,7 +149,7 @@ def train_one_epoch(
                 )
                 running_loss, running_count = 0.0, 0
             if config.checkpointing_steps and progress.global_step % config.checkpointing_steps == 0:
-                accelerator.save_state()
+                checkpoints.save()
 
 
 def finetune(config: TrainingConfig) -> dict:
@@ -152,7 +159,6 @@ def finetune(config: TrainingConfig) -> dict:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         report_to=config.report_to,
-        checkpoints_total_limit=config.checkpoints_total_limit,
     )
     set_num_threads(config.num_threads)
     output_dir = prepare_output_dir(config, accelerator)
@@ -166,14 +172,14 @@ def finetune(config: TrainingConfig) -> dict:
         model.gradient_checkpointing_enable()
     image_size = tuple(model.config.image_size)
     augmentation = TrainAugmentation(image_size, config.pad, config.flip_prob, config.erasing_prob, config.augment)
-    cut_words = config.train_caption_words if config.long_train_captions == "cut" else None
+    cut_words = config.finetune.train_caption_words if config.finetune.long_train_captions == "cut" else None
     train_dataset = MLATrainingDataset(
         pairs, augmentation, config.mla, config.word_max_phrases, config.word_level, max_caption_words=cut_words
     )
     sampler = IdentityBatchSampler(
         train_dataset.person_ids,
-        config.ids_per_batch,
-        config.pairs_per_id,
+        config.finetune.ids_per_batch,
+        config.finetune.pairs_per_id,
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,
         seed=config.seed,
@@ -193,13 +199,14 @@ def finetune(config: TrainingConfig) -> dict:
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
     model, optimizer = accelerator.prepare(IVTForMLATraining(model), optimizer)
     progress = TrainingProgress()
-    for stateful in (sampler, scheduler, progress):
-        accelerator.register_for_checkpointing(stateful)
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, config.checkpoints_total_limit, {"sampler": sampler, "scheduler": scheduler, "progress": progress}
+    )
     if config.resume_from_checkpoint:
-        resume_from_checkpoint(accelerator, output_dir, config.resume_from_checkpoint)
+        checkpoints.resume(config.resume_from_checkpoint)
     accelerator.init_trackers("ivt", config=tracker_config(config))
 
-    effective_batch_size = config.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
+    effective_batch_size = config.finetune.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
     logger.info(
         "training %s on %d pairs (%d identities): %d processes, %d items per optimiser step, %d steps",
         init_source,
@@ -210,7 +217,7 @@ def finetune(config: TrainingConfig) -> dict:
         total_steps,
     )
     best_dir = output_dir / BEST_DIR
-    validation = dataset_dict[config.validation_split] if config.validation_split else None
+    validation = dataset_dict[config.finetune.validation_split] if config.finetune.validation_split else None
     bar = tqdm(
         total=total_steps,
         initial=progress.global_step,
@@ -231,11 +238,12 @@ def finetune(config: TrainingConfig) -> dict:
             config=config,
             total_steps=total_steps,
             bar=bar,
+            checkpoints=checkpoints,
         )
         progress.epoch += 1
         sampler.set_epoch(progress.epoch)
         last = progress.epoch >= config.num_epochs or progress.global_step >= total_steps
-        if validation is not None and (progress.epoch % config.eval_every_epochs == 0 or last):
+        if validation is not None and (progress.epoch % config.finetune.eval_every_epochs == 0 or last):
             unwrapped = accelerator.unwrap_model(model).model
             unwrapped.eval()
             metrics = evaluate_split(
@@ -259,7 +267,7 @@ def finetune(config: TrainingConfig) -> dict:
             if accelerator.is_main_process:
                 save_model_folder(accelerator.unwrap_model(model).model, processor, best_dir, overwrite=True)
         if not config.checkpointing_steps:
-            accelerator.save_state()
+            checkpoints.save()
     bar.close()
     accelerator.wait_for_everyone()
 
@@ -296,7 +304,7 @@ def finetune(config: TrainingConfig) -> dict:
             init_source=init_source,
             test_metrics=test_metrics,
             best_epoch=progress.best_epoch if validation is not None else None,
-            selection_split=config.validation_split,
+            selection_split=config.finetune.validation_split,
             num_processes=accelerator.num_processes,
             trained_epochs=progress.epoch,
             trained_steps=progress.global_step,
@@ -341,8 +349,6 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     datasets.logging.set_verbosity_warning()
     config = parse_config(argv, description=__doc__)
-    if config.stage not in STAGES:
-        raise SystemExit(f"--stage {config.stage}: unknown stage; available: {', '.join(STAGES)}")
     results = STAGES[config.stage](config)
     if results["wall_time_s"] is not None:
         print_summary(results, Path(config.output_dir))
@@ -350,4 +356,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors():
+        main()

@@ -80,6 +80,12 @@ class IdentityBatchSampler(EpochBatchSampler):
             raise ValueError(
                 f"the training split has {len(by_person)} identities, fewer than ids_per_batch={ids_per_batch}"
             )
+        most_pairs = max((len(indices) for indices in by_person.values()), default=0)
+        if pairs_per_id > most_pairs:
+            raise ValueError(
+                f"pairs_per_id={pairs_per_id} is more than any identity has (at most {most_pairs} pairs): every "
+                f"identity's pairs would be drawn again to fill its chunk; use pairs_per_id <= {most_pairs}"
+            )
         self.indices_by_person = dict(sorted(by_person.items()))
         self.ids_per_batch = ids_per_batch
         self.pairs_per_id = pairs_per_id

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 import random
@@ -14,6 +15,7 @@ from dataset_scripts.generate import (
     GENERIC_UPPER_NOUNS,
     LOWER_NOUNS,
     PALETTE,
+    GeneratorSettings,
     UPPER_NOUNS,
     attribute_distance,
     draw_identities,
@@ -23,7 +25,7 @@ from dataset_scripts.generate import (
 )
 
 
-TINY = {"num_train_ids": 4, "num_val_ids": 2, "num_test_ids": 2, "images_per_id": 2, "captions_per_image": 2}
+TINY = GeneratorSettings(num_train_ids=4, num_val_ids=2, num_test_ids=2, images_per_id=2, captions_per_image=2)
 COLOUR = "|".join(PALETTE)
 UPPER = "|".join(re.escape(noun) for nouns in [*UPPER_NOUNS.values(), GENERIC_UPPER_NOUNS] for noun in nouns)
 LOWER = "|".join(re.escape(noun) for nouns in LOWER_NOUNS.values() for noun in nouns)
@@ -43,16 +45,10 @@ def _nearest_palette_colour(image: Image.Image, box: list[int]) -> str:
 @pytest.fixture(scope="module", params=[0.25, 1.0], ids=["default-difficulty", "hardest"])
 def raw_benchmark(request, tmp_path_factory):
     raw_root = tmp_path_factory.mktemp("drawn") / "raw"
-    generate_raw(
-        raw_root,
-        num_train_ids=40,
-        num_val_ids=0,
-        num_test_ids=0,
-        images_per_id=2,
-        seed=3,
-        difficulty=request.param,
-        num_workers=1,
+    settings = GeneratorSettings(
+        num_train_ids=40, num_val_ids=0, num_test_ids=0, images_per_id=2, seed=3, difficulty=request.param
     )
+    generate_raw(raw_root, settings, num_workers=1)
     records = json.loads((raw_root / "reid_raw.json").read_text(encoding="utf-8"))
     return raw_root, records
 
@@ -109,21 +105,21 @@ def test_many_identities_have_a_near_duplicate():
 
 
 def test_generation_is_deterministic_whatever_the_workers(tmp_path):
-    sizes = dict(num_train_ids=20, num_val_ids=6, num_test_ids=6, images_per_id=2, seed=11)
-    generate_raw(tmp_path / "one", num_workers=1, **sizes)
-    generate_raw(tmp_path / "two", num_workers=2, **sizes)
+    settings = GeneratorSettings(num_train_ids=20, num_val_ids=6, num_test_ids=6, images_per_id=2, seed=11)
+    generate_raw(tmp_path / "one", settings, num_workers=1)
+    generate_raw(tmp_path / "two", settings, num_workers=2)
     first = (tmp_path / "one" / "reid_raw.json").read_text()
     assert first == (tmp_path / "two" / "reid_raw.json").read_text()
     for record in json.loads(first)[::7]:
         path = f"imgs/{record['file_path']}"
         assert (tmp_path / "one" / path).read_bytes() == (tmp_path / "two" / path).read_bytes()
-    generate_raw(tmp_path / "other-seed", num_workers=1, **{**sizes, "seed": 12})
+    generate_raw(tmp_path / "other-seed", dataclasses.replace(settings, seed=12), num_workers=1)
     assert (tmp_path / "other-seed" / "reid_raw.json").read_text() != first
 
 
 def test_ensure_generated_benchmark_builds_once_and_regenerates_on_new_sizes(tmp_path, capsys):
     output_dir = tmp_path / "drawn"
-    dataset_dict = ensure_generated_benchmark(output_dir, num_workers=1, **TINY)
+    dataset_dict = ensure_generated_benchmark(output_dir, TINY, num_workers=1)
     assert list(dataset_dict) == ["train", "validation", "test"]
     train = dataset_dict["train"]
     assert train.features["image"] == datasets.Image(mode="RGB")
@@ -134,7 +130,7 @@ def test_ensure_generated_benchmark_builds_once_and_regenerates_on_new_sizes(tmp
     assert "# Drawn Pedestrians" in card and "| train | 4 | 8 | 16 |" in card and "apache-2.0" in card
 
     arrow_files = {path: path.stat().st_mtime_ns for path in output_dir.rglob("*.arrow")}
-    again = ensure_generated_benchmark(output_dir, num_workers=1, **TINY)
+    again = ensure_generated_benchmark(output_dir, TINY, num_workers=1)
     assert {path: path.stat().st_mtime_ns for path in output_dir.rglob("*.arrow")} == arrow_files
     assert again["train"]["captions"] == train["captions"]
 
@@ -161,16 +157,18 @@ def test_ensure_generated_benchmark_builds_once_and_regenerates_on_new_sizes(tmp
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".") and path.is_dir()] == []
 
 
-def test_generate_raw_rejects_bad_settings(tmp_path):
+def test_generator_settings_reject_bad_values():
     with pytest.raises(ValueError, match="difficulty"):
-        generate_raw(tmp_path, difficulty=1.5)
+        GeneratorSettings(difficulty=1.5)
     with pytest.raises(ValueError, match="num_train_ids"):
-        generate_raw(tmp_path, num_train_ids=0)
+        GeneratorSettings(num_train_ids=0)
 
 
 def test_a_benchmark_without_validation_identities_has_no_validation_split(tmp_path):
     built = ensure_generated_benchmark(
-        tmp_path / "no-validation", num_train_ids=3, num_val_ids=0, num_test_ids=2, images_per_id=2, num_workers=1
+        tmp_path / "no-validation",
+        GeneratorSettings(num_train_ids=3, num_val_ids=0, num_test_ids=2, images_per_id=2),
+        num_workers=1,
     )
     assert sorted(built) == ["test", "train"]
     assert len(built["test"]) == 4
@@ -183,7 +181,7 @@ def test_concurrent_callers_wait_for_one_build(tmp_path, caplog):
 
     def call():
         try:
-            results.append(ensure_generated_benchmark(output_dir, num_workers=1, **TINY))
+            results.append(ensure_generated_benchmark(output_dir, TINY, num_workers=1))
         except Exception as error:  # reported below; a thread would otherwise swallow it
             errors.append(error)
 

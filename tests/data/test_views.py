@@ -34,11 +34,11 @@ def test_views_of_a_built_split(make_raw, tmp_path):
 
 
 def test_generated_views_feed_the_ivt_processor(tmp_path):
-    from dataset_scripts.generate import ensure_generated_benchmark
+    from dataset_scripts.generate import GeneratorSettings, ensure_generated_benchmark
     from modeling_ivt import create_processor
 
     dataset_dict = ensure_generated_benchmark(
-        tmp_path / "drawn", num_train_ids=3, num_val_ids=2, num_test_ids=2, images_per_id=2, num_workers=1
+        tmp_path / "drawn", GeneratorSettings(num_train_ids=3, num_val_ids=2, num_test_ids=2, images_per_id=2), num_workers=1
     )
     processor = create_processor(image_size=(384, 128), max_length=100)
     captions, person_ids = queries(dataset_dict["test"])

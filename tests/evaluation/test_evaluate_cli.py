@@ -13,6 +13,7 @@ from dataset_scripts import views
 from local_hub import LocalHub
 from training.evaluate import main
 from training.metrics import full_sort_retrieval_metrics
+from tests.search.conftest import MODEL_TYPES
 from training.retrieval import embed_captions, embed_images, evaluate_split
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,7 @@ def test_embeddings_are_fp32_under_a_mixed_precision_accelerator(loaded, tiny_be
     assert (torch.nn.functional.normalize(bf16_images.float(), dim=-1) - fp32_images[:8]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("tiny_model_dir", MODEL_TYPES, indirect=True)
 def test_evaluate_split_scores_queries_against_the_gallery(loaded, tiny_benchmark):
     model, processor = loaded
     test_split = datasets.load_from_disk(str(tiny_benchmark))["test"]
@@ -81,6 +83,7 @@ def test_evaluate_split_scores_queries_against_the_gallery(loaded, tiny_benchmar
     assert evaluate_split(model, processor, test_split, batch_size=8) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("tiny_model_dir", MODEL_TYPES, indirect=True)
 def test_cli_prints_the_table_and_writes_json(tiny_model_dir, tiny_benchmark, tmp_path, capsys, loaded):
     output = tmp_path / "results" / "metrics.json"
     assert main(["--model", str(tiny_model_dir), "--dataset", str(tiny_benchmark), "--output", str(output)]) == 0
@@ -123,7 +126,7 @@ def test_cli_evaluates_a_hub_model_over_two_processes(tiny_model_dir, tiny_bench
     output = tmp_path / "metrics.json"
     with LocalHub(tmp_path / "hub-storage") as hub:
         hub_env.update(
-            HF_ENDPOINT=hub.endpoint, HF_TOKEN="local-token", HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home")
+            HF_ENDPOINT=hub.endpoint, HF_TOKEN=hub.token, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf-home")
         )
         upload = (
             "import sys; from huggingface_hub import HfApi; api = HfApi(); "

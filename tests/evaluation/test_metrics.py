@@ -97,12 +97,16 @@ def test_reference_agrees_on_random_cases():
 
 
 def test_scale_of_embeddings_does_not_matter():
+    """Cosine similarity: every query and every gallery image may come with its own norm."""
     query_embeds, gallery_embeds, query_person_ids, gallery_person_ids = _random_case(9, 40, 30, 6)
     plain = retrieval_metrics(query_embeds, gallery_embeds, query_person_ids, gallery_person_ids)
-    rescaled = retrieval_metrics(
-        query_embeds * torch.rand(40, 1) * 100, gallery_embeds * 0.01, query_person_ids, gallery_person_ids
-    )
-    assert rescaled == pytest.approx(plain)
+    generator = torch.Generator().manual_seed(1)
+    query_scales = torch.rand(40, 1, generator=generator) * 100
+    gallery_scales = torch.rand(30, 1, generator=generator) * 10 + 0.01
+    for metric in (retrieval_metrics, full_sort_retrieval_metrics):
+        rescaled = metric(query_embeds * query_scales, gallery_embeds * gallery_scales, query_person_ids,
+                          gallery_person_ids)  # fmt: skip
+        assert rescaled == pytest.approx(plain)
 
 
 def test_hand_worked_ranks():

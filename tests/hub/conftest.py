@@ -23,7 +23,7 @@ def run_against(hub, tmp_path, code: str, timeout: int = 300) -> subprocess.Comp
     """
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
     cache = tmp_path / f"hf-home-{len(list(tmp_path.glob('hf-home-*')))}"
-    env.update(HF_ENDPOINT=hub.endpoint, HF_TOKEN="local-token", HF_HUB_DISABLE_XET="1", HF_HOME=str(cache))
+    env.update(HF_ENDPOINT=hub.endpoint, HF_TOKEN=hub.token, HF_HUB_DISABLE_XET="1", HF_HOME=str(cache))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:

@@ -87,8 +87,9 @@ def test_readme_hub_section_works_as_pasted(tmp_path):
         port = str(probe.getsockname()[1])
     env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE") and not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path / "hf-home"), PYTHONPATH=str(REPO_ROOT))
-    server, rest = commands.replace("8080", port).split("\n", 1)
-    script = f"{server}\ntrap 'kill $!' EXIT\n{rest}"
+    lines = commands.replace("8080", port).splitlines()
+    server = next(number for number, line in enumerate(lines) if line.startswith("python -m local_hub"))
+    script = "\n".join([*lines[: server + 1], "trap 'kill $!' EXIT", *lines[server + 1 :]])
     result = subprocess.run(
         ["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )

@@ -73,10 +73,12 @@ def test_converter_push_then_load_from_the_hub_with_a_pinned_revision(hub, tmp_p
 
 
 def test_generated_benchmark_round_trip_and_restricted_benchmarks_are_refused(hub, tmp_path):
-    from dataset_scripts.generate import ensure_generated_benchmark
+    from dataset_scripts.generate import GeneratorSettings, ensure_generated_benchmark
 
     built = tmp_path / "drawn"
-    local = ensure_generated_benchmark(built, num_train_ids=4, num_val_ids=2, num_test_ids=2, images_per_id=2, num_workers=1)
+    local = ensure_generated_benchmark(
+        built, GeneratorSettings(num_train_ids=4, num_val_ids=2, num_test_ids=2, images_per_id=2), num_workers=1
+    )
     repo = "local-user/drawn-pedestrians-tiny"
     output = tmp_path / "rows.json"
     run_against(hub, tmp_path, textwrap.dedent(f"""
@@ -106,3 +108,30 @@ def test_generated_benchmark_round_trip_and_restricted_benchmarks_are_refused(hu
     with pytest.raises(RestrictedDatasetError, match="never be redistributed"):
         push_benchmark_to_hub(restricted, "local-user/cuhk-pedes")
     assert store.key("dataset", "local-user/cuhk-pedes") not in store.repos
+
+
+def test_irra_conversion_pushed_then_loaded_from_the_hub_gives_the_local_embeddings(hub, tmp_path):
+    from tests.model.irra_reference import random_irra_checkpoint
+
+    repo = "local-user/irra-converted"
+    checkpoint = tmp_path / "best.pth"
+    torch.save({"model": random_irra_checkpoint(depth=1, ddp=True), "epoch": 60}, checkpoint)
+    folder = tmp_path / "irra-converted"
+    run_against(hub, tmp_path, textwrap.dedent(f"""
+        from modeling_ivt.convert_irra_checkpoint import main
+        main(["--checkpoint", {str(checkpoint)!r}, "--output", {str(folder)!r}, "--license", "mit",
+              "--source", "https://example.org/irra.zip", "--push-to-hub", {repo!r}])
+    """))
+    store = hub.server.store
+    history = store.repos[store.key("model", repo)]
+    files = history["commits"][history["branches"]["main"]]["files"]
+    assert {"model.safetensors", "modeling_irra.py", "image_processing_irra.py", "tokenizer.json", "README.md"} <= set(files)
+    card = store.read_blob(files["README.md"]["sha256"]).decode()
+    assert "license: mit" in card and "https://example.org/irra.zip" in card and "- irra" in card
+
+    output = tmp_path / "remote.pt"
+    run_against(hub, tmp_path, LOAD_AND_EMBED.format(revisions={"main": None}, repo=repo, output=str(output)))
+    remote = torch.load(output, weights_only=True)["main"]
+    local = _local_embeddings(folder)
+    for key in ("text", "image"):
+        torch.testing.assert_close(remote[key], local[key])

@@ -125,3 +125,19 @@ def test_cli_reports_a_broken_checkpoint_in_one_line(tmp_path):
         f"{tmp_path / 'broken.pth'}: cannot convert the checkpoint: missing base_model.visual.ln_post.bias (64,)"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_docs_python_example_runs_on_a_converted_folder(tmp_path):
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "irra.md"
+    example = re.search(r"## Use it from Python.*?```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.DOTALL).group(1)
+    checkpoint = tmp_path / "best.pth"
+    torch.save({"model": random_irra_checkpoint(depth=1)}, checkpoint)
+    folder = re.search(r'from_pretrained\("([^"]+)"', example).group(1)
+    convert_irra_checkpoint(checkpoint, tmp_path / folder)
+    _images()[0].save(tmp_path / "a.jpg")
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"tensor\(\[\[-?\d\.\d+\]\]\)", result.stdout)

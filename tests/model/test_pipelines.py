@@ -85,3 +85,21 @@ def test_one_modality_gives_that_side_s_embeddings(model, processor, captions, i
     torch.testing.assert_close(images_only.image_embeds, both.image_embeds)
     assert text_only.image_embeds is None and text_only.logits_per_text is None
     torch.testing.assert_close(images_only[0], both.image_embeds)
+
+
+def test_pipelines_run_an_irra_folder(tmp_path, irra_model, irra_processor):
+    from PIL import Image
+    from transformers import pipeline
+
+    irra_model.save_pretrained(tmp_path)
+    irra_processor.save_pretrained(tmp_path)
+    image = Image.new("RGB", (64, 160), (200, 30, 30))
+    zero_shot = pipeline(PIPELINE_TAG, model=str(tmp_path), trust_remote_code=True)
+    ranking = [result["label"] for result in zero_shot(image, candidate_labels=LABELS)]
+    text_features = pipeline("feature-extraction", model=str(tmp_path), trust_remote_code=True)
+    with torch.no_grad():
+        both = irra_model(**irra_processor(text=[f"This is a photo of {label}." for label in LABELS], images=[image]))
+        captions = irra_model(**irra_processor(text=LABELS))
+    assert ranking == [LABELS[i] for i in both.logits_per_image[0].argsort(descending=True).tolist()]
+    embeds = torch.tensor(text_features(LABELS)).reshape(len(LABELS), -1)
+    torch.testing.assert_close(embeds, captions.text_embeds)

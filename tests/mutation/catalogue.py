@@ -40,14 +40,26 @@ MUTANTS = [
     ),
     Mutant(
         "gathered-cmpm-never-gathers", "loss", "option ignored", "training/loss.py",
-        "if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:",
-        "if False:",
+        """
+        if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            image_features = _gather_with_grad(image_features)
+        """,
+        """
+        if False:
+            image_features = _gather_with_grad(image_features)
+        """,
         DISTRIBUTED_RUN_TESTS,
     ),
     Mutant(
         "local-loss-ignored", "loss", "option ignored", "training/loss.py",
-        "if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:",
-        "if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:",
+        """
+        if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            image_features = _gather_with_grad(image_features)
+        """,
+        """
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            image_features = _gather_with_grad(image_features)
+        """,
         DISTRIBUTED_RUN_TESTS,
     ),
     Mutant(
@@ -119,9 +131,21 @@ MUTANTS = [
         METRIC_TESTS,
     ),
     Mutant(
+        "ranks-within-a-bucket-dropped", "metrics", "dropped term", "training/metrics.py",
+        "ranks += ahead[torch.searchsorted(flat, relevant_flat)]",
+        "pass",
+        METRIC_TESTS,
+    ),
+    Mutant(
         "ties-favour-the-later-image", "metrics", "wrong orientation", "training/metrics.py",
-        "tie_break = torch.arange(scores.shape[1] - 1, -1, -1, device=scores.device, dtype=torch.int64)",
-        "tie_break = torch.arange(scores.shape[1], device=scores.device, dtype=torch.int64)",
+        "order = scores.view(-1)[flat].argsort(descending=True, stable=True)",
+        "order = len(flat) - 1 - scores.view(-1)[flat].flip(0).argsort(descending=True, stable=True)",
+        METRIC_TESTS,
+    ),
+    Mutant(
+        "reference-ties-favour-the-later-image", "metrics", "wrong orientation", "training/metrics.py",
+        "order = scores.argsort(dim=1, descending=True, stable=True)",
+        "order = scores.shape[1] - 1 - scores.flip(1).argsort(dim=1, descending=True, stable=True)",
         METRIC_TESTS,
     ),
     Mutant(
@@ -187,7 +211,7 @@ MUTANTS = [
         BUILD_TESTS,
     ),
     Mutant(
-        "images-not-fully-decoded", "builder validation", "check removed", "modeling_ivt/safe_io.py",
+        "images-not-fully-decoded", "builder validation", "check removed", "modeling_ivt/image_utils.py",
         """
         if mode is None:
             image.load()
@@ -219,9 +243,9 @@ MUTANTS = [
         WIRING_TESTS,
     ),
     Mutant(
-        "checkpoints-total-limit-ignored", "training wiring", "option ignored", "training/engine.py",
-        "total_limit=checkpoints_total_limit,",
-        "total_limit=None,",
+        "checkpoints-total-limit-ignored", "training wiring", "option ignored", "training/checkpointing.py",
+        "if self.total_limit is not None:",
+        "if False:",
         WIRING_TESTS,
     ),
     Mutant(
@@ -238,7 +262,7 @@ MUTANTS = [
     ),
     Mutant(
         "run-always-uses-the-per-process-loss", "training wiring", "option ignored", "training/run.py",
-        'loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.local_loss)',
+        'loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.finetune.local_loss)',
         'loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=True)',
         DISTRIBUTED_RUN_TESTS,
     ),

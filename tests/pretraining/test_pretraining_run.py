@@ -16,9 +16,10 @@ from tests.pretraining.conftest import make_collator
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = [
-    "--init", "random", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-    "--intermediate_size", "64", "--image_height", "48", "--image_width", "32", "--patch_stride", "16",
-    "--fusion_num_hidden_layers", "2", "--token_drop_ratio", "0", "--max_text_length", "32",
+    "--init", "random", "--model.hidden_size", "32", "--model.num_hidden_layers", "2",
+    "--model.num_attention_heads", "4", "--model.intermediate_size", "64", "--model.image_size", "48", "32",
+    "--model.patch_stride", "16", "--model.fusion_num_hidden_layers", "2", "--model.token_drop_ratio", "0",
+    "--max_text_length", "32",
 ]  # fmt: skip
 
 GATHERED_ITC = textwrap.dedent(
@@ -113,10 +114,14 @@ def test_itc_over_two_processes_equals_one_process_on_the_whole_batch(tmp_path, 
 def test_two_process_pretraining_checkpoints_resumes_exactly_and_saves_a_loadable_model(tmp_path, json_corpus):
     output = tmp_path / "run"
     common = [
-        str(REPO / "training" / "run.py"), "--stage", "pretrain", "--corpus", str(json_corpus),
-        "--dataset", str(tmp_path / "no-benchmark"), "--no-generate_benchmark", *TINY_MODEL,
-        "--pretrain_batch_size", "3", "--max_train_steps", "4", "--num_epochs", "2", "--checkpointing_steps", "2",
-        "--report_to", "none", "--logging_steps", "1", "--corpus_shuffle_buffer", "8", "--seed", "7",
+        str(REPO / "training" / "run.py"), "--config", str(REPO / "training" / "configs" / "pretrain_generated.yaml"),
+        "--pretrain.corpus", str(json_corpus), "--dataset", str(tmp_path / "no-benchmark"), "--no-generate-benchmark",
+        *TINY_MODEL, "--pretrain.batch_size", "3", "--max_train_steps", "4", "--num_epochs", "2",
+        "--checkpointing_steps", "2", "--report_to", "none", "--logging_steps", "1",
+        "--pretrain.corpus_shuffle_buffer", "8", "--seed", "7",
+        # as the default recipe's run: MLA, its augmentation, initialisation and precision
+        "--mla", "--pad", "3", "--erasing_prob", "0.5", "--text_embedding_scale", "0.05", "--mixed_precision", "bf16",
+        "--model.initializer_range", "0.05", "--model.drop_path_rate", "0", "--num_workers", "0", "--num_threads", "0",
     ]  # fmt: skip
     launch([*common, "--output_dir", str(output)], cwd=tmp_path)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_ivt import IVTModel
+from modeling_ivt import IVTConfig, IVTModel
 from training.config import TrainingConfig
 from training.initialization import build_model_and_processor
 from training.pretrain import BenchmarkCaptionCorpus, PairStream, build_corpus
@@ -64,9 +64,9 @@ def test_benchmark_split_becomes_a_generic_corpus_of_caption_pairs():
         ("third caption", 2),
     ]
     assert all(p["image"].size == (16, 32) for p in pairs)
-    assert build_corpus(TrainingConfig(), {"train": split}).pairs.num_rows == 3
-    with pytest.raises(ValueError, match="needs --corpus, or a benchmark"):
-        build_corpus(TrainingConfig(), None)
+    assert build_corpus(TrainingConfig(stage="pretrain"), {"train": split}).pairs.num_rows == 3
+    with pytest.raises(ValueError, match="needs --pretrain.corpus, or a benchmark"):
+        build_corpus(TrainingConfig(stage="pretrain"), None)
 
 
 def test_fine_tuning_init_from_a_pretraining_folder_moves_the_encoder_to_the_recipe_stride(
@@ -74,7 +74,7 @@ def test_fine_tuning_init_from_a_pretraining_folder_moves_the_encoder_to_the_rec
 ):
     pretraining_model.save_pretrained(tmp_path / "pretrained")
     processor.save_pretrained(tmp_path / "pretrained")
-    config = TrainingConfig(init=str(tmp_path / "pretrained"), patch_stride=8, token_drop_ratio=0.1)
+    config = TrainingConfig(init=str(tmp_path / "pretrained"), model=IVTConfig(patch_stride=8, token_drop_ratio=0.1))
     model, loaded_processor, source = build_model_and_processor(config)
     assert type(model) is IVTModel and source == f"pre-trained IVT {tmp_path / 'pretrained'}"
     assert model.config.patch_stride == 8 and model.config.token_drop_ratio == 0.1

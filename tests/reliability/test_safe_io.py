@@ -10,11 +10,10 @@ import pytest
 from PIL import Image
 
 from modeling_ivt import safe_io
+from modeling_ivt.image_utils import ImageTooLargeError, open_image
 from modeling_ivt.safe_io import (
-    ImageTooLargeError,
     PathOutsideRootError,
     atomic_output,
-    open_image,
     recover_replaced,
     replace_path,
     resolve_inside,

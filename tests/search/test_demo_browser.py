@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ivt_search import GalleryIndex
+from tests.search.conftest import MODEL_TYPES
 from tests.search.test_index import load
 
 pytest.importorskip("gradio", reason="the demo needs the optional extra: pip install -e '.[demo]'")
@@ -17,6 +18,7 @@ from demo.screenshot import capture_search, find_chromium, running_demo
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
+@pytest.mark.parametrize("model_dir", MODEL_TYPES, indirect=True)
 def test_space_folder_serves_the_demo_and_shows_ranked_results_in_a_browser(model_dir, benchmark_dir, tmp_path):
     """The Space folder runs on its own (its copies of the packages, model, index and gallery), like on the Hub."""
     chromium = find_chromium()
@@ -31,7 +33,7 @@ def test_space_folder_serves_the_demo_and_shows_ranked_results_in_a_browser(mode
     shutil.rmtree(tmp_path / "index")
 
     query = "a woman in a red coat with a white handbag"
-    screenshot = ARTIFACTS / "demo_browser_test.png"
+    screenshot = ARTIFACTS / ("demo_browser_test.png" if model_dir.name == "tiny-ivt" else f"demo_browser_{model_dir.name}.png")
     with running_demo(app_dir=space) as url:
         shown, text = capture_search(url, query, screenshot, chromium)
     hits = index.search(query, top_k=10)[0]

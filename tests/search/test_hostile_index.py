@@ -15,6 +15,7 @@ from PIL import Image
 from ivt_search.__main__ import main
 from ivt_search.index import EMBEDDINGS_FILE, INDEX_FILE, GalleryIndex, read_index_metadata
 from modeling_ivt.loading import load_model_and_processor
+from tests.reliability.crafted import png_claiming
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +83,7 @@ def test_a_model_that_is_not_an_ivt_is_refused(tmp_path):
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)).save_pretrained(
         tmp_path / "bert"
     )
-    with pytest.raises(ValueError, match="is a BertModel .* not an IVT"):
+    with pytest.raises(ValueError, match="is a BertModel .* neither an IVT nor an IRRA-family model"):
         load_model_and_processor(str(tmp_path / "bert"))
 
 
@@ -185,3 +186,26 @@ def test_a_kill_during_index_save_never_loses_the_index(index_copy, model_dir):
     assert not index_copy.exists(), "the kill landed between the two renames"
     model, processor = load_model_and_processor(str(model_dir))
     assert len(GalleryIndex.open(index_copy, model, processor)) == before  # the old copy is found and put back
+
+
+def test_a_huge_image_in_a_gallery_folder_is_refused_before_decoding(model_dir, photo_dir, tmp_path, capsys):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(photo_dir, gallery)
+    png_claiming(gallery / "camera" / "huge.png", 8000, 6000)
+    command = ["index", str(tmp_path / "index"), "--model", str(model_dir), "--images", str(gallery)]
+    assert main([*command, "--strict"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "huge.png is 8000 x 6000 = 48,000,000 pixels" in error and "--max-image-pixels" in error
+    assert not (tmp_path / "index").exists()
+    assert main(command) == 0  # without --strict it is skipped and named, like any unreadable file
+    assert "huge.png: is 8000 x 6000 = 48,000,000 pixels" in capsys.readouterr().err
+    assert read_index_metadata(tmp_path / "index")["num_images"] == 6
+
+
+def test_index_overwrite_never_replaces_a_folder_that_is_not_an_index(model_dir, photo_dir, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    assert main(["index", str(mine), "--model", str(model_dir), "--images", str(photo_dir), "--overwrite"]) == 2
+    assert "not a previous index folder" in capsys.readouterr().err
+    assert (mine / "thesis.tex").read_text() == "years of work"

@@ -12,6 +12,8 @@ from transformers import AutoModel, AutoProcessor
 from ivt_search import GalleryIndex, ModelMismatchError, read_index_metadata
 from ivt_search.index import EMBEDDINGS_FILE, INDEX_FILE
 
+from .conftest import MODEL_TYPES
+
 
 def load(folder):
     return AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
@@ -22,10 +24,11 @@ def model_and_processor(model_dir):
     return load(model_dir)
 
 
-def test_split_index_ranks_like_the_model(model_and_processor, benchmark_dir):
+@pytest.mark.parametrize("model_dir", MODEL_TYPES, indirect=True)
+def test_split_index_ranks_like_the_model(model_dir, benchmark_dir):
     import datasets
 
-    model, processor = model_and_processor
+    model, processor = load(model_dir)
     index = GalleryIndex(model, processor, batch_size=3)
     assert index.add_split(benchmark_dir, "test").added == 8
     test = datasets.load_from_disk(str(benchmark_dir))["test"]
@@ -188,3 +191,19 @@ def test_an_index_moves_together_with_its_gallery(model_and_processor, photo_dir
     hit = moved.search("a person", top_k=1)[0][0]
     assert hit.path.startswith(str(tmp_path / "moved" / "photos"))
     assert moved.load_image(hit.position).size == Image.open(hit.path).size
+
+
+@pytest.mark.parametrize("model_dir", ["irra"], indirect=True)
+def test_an_irra_index_records_its_type_and_refuses_an_ivt(model_dir, other_model_dir, benchmark_dir, tmp_path):
+    model, processor = load(model_dir)
+    index = GalleryIndex(model, processor)
+    assert index.image_embeds.shape == (0, model.config.projection_dim)
+    index.add_split(benchmark_dir, "test")
+    index.save(tmp_path / "index")
+    metadata = read_index_metadata(tmp_path / "index")
+    assert metadata["model"]["model_type"] == "irra" and metadata["embedding_dim"] == model.config.projection_dim
+
+    ivt, ivt_processor = load(other_model_dir)
+    with pytest.raises(ModelMismatchError, match=r"\(irra, fingerprint \w+\), but .* \(ivt, fingerprint"):
+        GalleryIndex.open(tmp_path / "index", ivt, ivt_processor)
+    assert len(GalleryIndex.open(tmp_path / "index", model, processor)) == 8

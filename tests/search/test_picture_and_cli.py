@@ -4,11 +4,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from ivt_search import RankedQuery, SearchHit, render_ranked_results
 from ivt_search.__main__ import main
 from ivt_search.picture import CORRECT_COLOUR, UNKNOWN_COLOUR, WRONG_COLOUR
+
+from .conftest import MODEL_TYPES
 
 GALLERY_COLOURS = [(40, 40, 160), (160, 120, 40), (90, 90, 90), (10, 120, 120)]
 
@@ -43,6 +46,7 @@ def test_frames_are_green_for_the_described_person_red_otherwise_grey_when_unkno
     assert colours.get(GALLERY_COLOURS[0]) == 20 * 50
 
 
+@pytest.mark.parametrize("model_dir", MODEL_TYPES, indirect=True)
 def test_cli_index_add_query_and_grid(model_dir, other_model_dir, benchmark_dir, photo_dir, tmp_path, capsys):
     index_dir = tmp_path / "gallery-index"
     assert (

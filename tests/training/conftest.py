@@ -8,19 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from dataset_scripts.generate import ensure_generated_benchmark
+from dataset_scripts.generate import GeneratorSettings, ensure_generated_benchmark
+from training.config import SECTIONS, RunSettings, setting_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-TINY_BENCHMARK = dict(
-    num_train_ids=80,
-    num_val_ids=6,
-    num_test_ids=8,
-    images_per_id=2,
-    captions_per_image=2,
-    difficulty=0.0,
-    num_workers=1,
+TINY_BENCHMARK = GeneratorSettings(
+    num_train_ids=80, num_val_ids=6, num_test_ids=8, images_per_id=2, captions_per_image=2, difficulty=0.0
 )
+
+
+def setting_flag(name: str) -> str:
+    """The flag of a setting given by its bare name: `--learning_rate`, `--model.hidden_size`, `--finetune.pairs_per_id`."""
+    if "." in name or name in setting_names(RunSettings):
+        return f"--{name}"
+    sections = [section for section, settings in SECTIONS.items() if name in setting_names(settings)]
+    assert len(sections) == 1, f"{name}: not exactly one section has it ({sections})"
+    return f"--{sections[0]}.{name}"
 
 
 def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
@@ -36,8 +40,7 @@ def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         intermediate_size=192,
         initializer_range=0.05,
         text_embedding_scale=0.05,
-        image_height=64,
-        image_width=32,
+        image_size=(64, 32),
         patch_size=16,
         patch_stride=16,
         pad=2,
@@ -65,16 +68,18 @@ def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
     flags = []
     for name, value in settings.items():
         if isinstance(value, bool):
-            flags.append(f"--{name}" if value else f"--no-{name}")
+            flags.append(setting_flag(name) if value else setting_flag(name).replace("--", "--no_", 1))
+        elif isinstance(value, tuple):
+            flags += [setting_flag(name), *map(str, value)]
         else:
-            flags += [f"--{name}", str(value)]
+            flags += [setting_flag(name), str(value)]
     return flags
 
 
 @pytest.fixture(scope="session")
 def tiny_benchmark(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("benchmark") / "drawn-tiny"
-    ensure_generated_benchmark(folder, **TINY_BENCHMARK)
+    ensure_generated_benchmark(folder, TINY_BENCHMARK, num_workers=1)
     return folder
 
 

@@ -24,7 +24,7 @@ def test_two_processes_with_gathered_cmpm_equal_one_process_with_the_whole_batch
     for name, gradient in result["gradients"].items():
         torch.testing.assert_close(gradient, result["reference_gradients"][name], rtol=1e-4, atol=1e-6, msg=name)
 
-    # --local_loss: each process's CMPM over its own pairs only, as released
+    # --finetune.local_loss: each process's CMPM over its own pairs only, as released
     local, own_batch = result["local_losses"].unbind(dim=1)
     torch.testing.assert_close(local, own_batch)
     assert not torch.allclose(local, result["reference_loss"].repeat(2))
@@ -36,7 +36,7 @@ def test_two_process_run_trains_evaluates_and_pushes_to_the_hub(tiny_benchmark, 
     with LocalHub(tmp_path / "hub-storage") as hub:
         hub_env = {
             "HF_ENDPOINT": hub.endpoint,
-            "HF_TOKEN": "local-token",
+            "HF_TOKEN": hub.token,
             "HF_HUB_DISABLE_XET": "1",
             "HF_HOME": str(tmp_path / "hf"),
         }

@@ -4,7 +4,7 @@
 processes split, one each. With nothing random left in an item (no augmentation, no MLA, no dropout, no token
 dropping) and plain SGD, the weights after one step tell which loss was minimised:
 - gathered CMPM (the default) over 2 processes = one process with both batches in one batch of 16 identities;
-- `--local_loss` over 2 processes = each process's CMPM, averaged = one process accumulating the two batches.
+- `--finetune.local_loss` over 2 processes = each process's CMPM, averaged = one process accumulating the two batches.
 """
 
 import torch

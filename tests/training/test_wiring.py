@@ -16,6 +16,12 @@ from training.run import main
 from .conftest import tiny_recipe
 
 
+# transformers 5 renamed `is_gradient_checkpointing` (still there, deprecated) to `is_activation_checkpointing`
+_CHECKPOINTING_PROPERTY = (
+    "is_activation_checkpointing" if hasattr(IVTModel, "is_activation_checkpointing") else "is_gradient_checkpointing"
+)
+
+
 @pytest.fixture
 def observed(monkeypatch):
     """Records, for every training-mode image forward of an IVTModel (one per batch), the autocast state and whether
@@ -29,7 +35,7 @@ def observed(monkeypatch):
                 {
                     "autocast": torch.is_autocast_enabled("cpu"),
                     "autocast_dtype": torch.get_autocast_dtype("cpu"),
-                    "checkpointing": self.is_activation_checkpointing,
+                    "checkpointing": getattr(self, _CHECKPOINTING_PROPERTY),
                 }
             )
         return original(self, *args, **kwargs)
