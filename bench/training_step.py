@@ -46,7 +46,9 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
     dataset = MLATrainingDataset(pairs, augmentation, config.mla, config.word_max_phrases, config.word_level)
     for index in range(len(dataset)):
         dataset.resized_image(index)
-    sampler = IdentityBatchSampler(dataset.person_ids, config.ids_per_batch, config.pairs_per_id, seed=config.seed)
+    sampler = IdentityBatchSampler(
+        dataset.person_ids, config.finetune.ids_per_batch, config.finetune.pairs_per_id, seed=config.seed
+    )
     collate = MLACollator(processor.tokenizer, config.max_text_length)
     steps_per_epoch = sampler.batches_per_epoch(0)
     optimizer, scheduler = build_optimizer_and_scheduler(
