@@ -83,18 +83,21 @@ def embedding_runs(
     model: IVTModel, batches: list[dict], modality: str, precisions: tuple[str, ...], rounds: int = 1
 ) -> dict[str, dict]:
     """
-    Embed `batches` in each precision: the first batch is an untimed warm-up, then every further batch is run in
+    Embed `batches` in each precision ("bf16": a copy with bfloat16 weights, what `--bf16` loads; no autocast): the
+    first batch is an untimed warm-up, then every further batch is run in
     each precision in turn, `rounds` times over, so that a change in the machine's load hits all precisions alike.
     Returns, per precision, the timed throughput and every embedding (normalised, float32).
     """
-    encode = model.get_image_features if modality == "image" else model.get_text_features
+    bf16_model = copy.deepcopy(model).to(torch.bfloat16) if "bf16" in precisions else None
     embeds = {precision: [] for precision in precisions}
     seconds = dict.fromkeys(precisions, 0.0)
     warmup_seconds = {}
 
     def run(batch, precision):
+        ivt = bf16_model if precision == "bf16" else model
+        encode = ivt.get_image_features if modality == "image" else ivt.get_text_features
         start = time.perf_counter()
-        with torch.inference_mode(), autocast_context(precision):
+        with torch.inference_mode():
             features = encode(**batch).pooler_output
         elapsed = time.perf_counter() - start
         embeds[precision].append(torch.nn.functional.normalize(features.float(), dim=-1))
@@ -180,7 +183,7 @@ def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> lis
             lambda: _attention(model, "eager"),
         ),
         ("fp32, 1 thread", model.get_image_features, "fp32", torch.inference_mode, lambda: _threads(1)),
-        ("bf16 autocast (default)", model.get_image_features, "bf16", torch.inference_mode, nullcontext),
+        ("bf16 autocast", model.get_image_features, "bf16", torch.inference_mode, nullcontext),
         (
             "bf16 autocast, oneDNN (mkldnn) off",
             model.get_image_features,
@@ -189,7 +192,7 @@ def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> lis
             lambda: torch.backends.mkldnn.flags(enabled=False),
         ),
         (
-            "bf16 weights (model.to(bfloat16)), no autocast",
+            "bf16 weights (model.to(bfloat16), what --bf16 loads), no autocast",
             bf16_model.get_image_features,
             "fp32",
             torch.inference_mode,
@@ -250,7 +253,9 @@ def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> lis
 
 
 def profile_table(model: IVTModel, batch: dict, precision: str, rows: int = 12) -> str:
-    """torch.profiler's top operators by self CPU time for one image batch."""
+    """torch.profiler's top operators by self CPU time for one image batch ("bf16": bfloat16 weights)."""
+    if precision == "bf16":
+        model, precision = copy.deepcopy(model).to(torch.bfloat16), "fp32"
     with torch.inference_mode(), autocast_context(precision):
         model.get_image_features(**batch)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:

@@ -4,8 +4,8 @@
     python -m bench --quick               # tiny sizes, a few seconds: checks that every section runs
     python -m bench --output bench/results/cpu.json --no-compile
 
-Sections: the machine's matmul ceiling; base IVT image/text embedding throughput at stride 12 and 16 in fp32 and bf16
-autocast with MFU, and how close bf16 stays to fp32; the levers that change embedding speed; one fine-tuning step
+Sections: the machine's matmul ceiling; base IVT image/text embedding throughput at stride 12 and 16 in fp32 and with
+bf16 weights, with MFU, and how close bf16 stays to fp32; the levers that change embedding speed; one fine-tuning step
 (3 MLA views) in fp32 and bf16 with peak memory; evaluation at ICFG-PEDES scale, chunked against a full sort; the main
 job's time to its final metrics. All ratios come from one run on one machine.
 """
@@ -196,7 +196,7 @@ def format_report(report: dict) -> str:
         fp32, bf16 = entry["fp32"], entry["bf16"]
         lines.append(
             f"| images/s, stride {stride} ({entry['tokens']} tokens) | {fp32['items_per_s']:.2f} | "
-            f"{bf16['items_per_s']:.2f} | {_ratio(bf16['items_per_s'], fp32['items_per_s'])} | bf16 >= 2.4x |"
+            f"{bf16['items_per_s']:.2f} | {_ratio(bf16['items_per_s'], fp32['items_per_s'])} | bf16 >= 3x |"
         )
         lines.append(
             f"| MFU images, stride {stride} | {100 * fp32['gflops'] / peak['fp32']:.0f}% | "

@@ -148,10 +148,31 @@ class IVTImageEmbeddings(nn.Module):
                 f"{self.image_size[1]}); got {tuple(pixel_values.shape)}. Use the model's processor to resize images."
             )
         target_dtype = self.patch_embedding.weight.dtype
-        patches = self.patch_embedding(pixel_values.to(dtype=target_dtype)).flatten(2).transpose(1, 2)
+        patches = self._embed_patches(pixel_values.to(dtype=target_dtype))
         cls_tokens = self.cls_token.expand(patches.shape[0], -1, -1)
         embeddings = torch.cat([cls_tokens, patches], dim=1)
         return embeddings + self.position_embedding + self.type_embedding
+
+
+    def _embed_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """
+        (batch, patches, hidden). Patches that do not overlap (stride = size) are cut out by a reshape and projected by
+        one matrix product with the convolution's weight: the same result as the convolution, with a backward pass
+        several times cheaper on CPUs than the convolution's.
+        """
+        convolution = self.patch_embedding
+        size, stride = self.config.patch_size, self.config.patch_stride
+        if size != stride:
+            return convolution(pixel_values).flatten(2).transpose(1, 2)
+        rows, columns = self.config.patch_grid
+        batch_size, channels = pixel_values.shape[:2]
+        patches = (
+            pixel_values[:, :, : rows * size, : columns * size]
+            .reshape(batch_size, channels, rows, size, columns, size)
+            .permute(0, 2, 4, 1, 3, 5)
+            .reshape(batch_size, rows * columns, channels * size * size)
+        )
+        return nn.functional.linear(patches, convolution.weight.flatten(1), convolution.bias)
 
 
 class IVTTextEmbeddings(nn.Module):

@@ -102,19 +102,28 @@ class TrainAugmentation:
         self.enabled = enabled
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        image = image.convert("RGB")
-        if not self.enabled:
-            return to_normalised_tensor(image.resize((self.width, self.height), Image.Resampling.BILINEAR))
-        image = image.resize((self.width, self.height), Image.Resampling.BICUBIC)
-        if self.pad:
-            padded = Image.new("RGB", (self.width + 2 * self.pad, self.height + 2 * self.pad), (0, 0, 0))
-            padded.paste(image, (self.pad, self.pad))
+        return self.augment(self.resize(image), generator)
+
+    def resize(self, image: Image.Image) -> torch.Tensor:
+        """The draw-free first step, as a uint8 tensor (3, H, W): bicubic resize (bilinear at test time). A dataset
+        may keep its result and augment it again for every view."""
+        resample = Image.Resampling.BICUBIC if self.enabled else Image.Resampling.BILINEAR
+        resized = image.convert("RGB").resize((self.width, self.height), resample)
+        return torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1)
+
+    def augment(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The random steps on a `resize` result, drawn from `generator` in the released order: zero pad and random
+        crop, flip, normalise, random erasing."""
+        if self.enabled and self.pad:
             top = _randint(generator, 0, 2 * self.pad)
             left = _randint(generator, 0, 2 * self.pad)
-            image = padded.crop((left, top, left + self.width, top + self.height))
-        if _uniform(generator) < self.flip_prob:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        pixels = to_normalised_tensor(image)
+            padded = torch.nn.functional.pad(pixels, (self.pad,) * 4)
+            pixels = padded[:, top : top + self.height, left : left + self.width]
+        if self.enabled and _uniform(generator) < self.flip_prob:
+            pixels = pixels.flip(-1)
+        pixels = (pixels.float() / 255.0 - MEAN) / STD
+        if not self.enabled:
+            return pixels
         return random_erasing(pixels, generator, probability=self.erasing_prob)
 
 

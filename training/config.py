@@ -94,6 +94,11 @@ class RunSettings:
     )
     max_text_length: int = _option(100, "caption length limit in tokens (the processor's max_length)")
     gradient_checkpointing: bool = _option(False, "recompute layer activations in backward to save memory")
+    attn_implementation: Literal["sdpa", "eager"] = _option(
+        "sdpa",
+        "attention kernel in training: sdpa, or eager (plain matrix products; on a CPU its backward is about twice "
+        "as fast as sdpa's at a few dozen tokens per sequence)",
+    )
 
     # Text levels and augmentation, drawn independently for each view
     mla: bool = _option(True, "multi-level alignment: 3 augmented views x (sentence, phrase, word) texts per item")

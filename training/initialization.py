@@ -31,6 +31,7 @@ def checkpoint_overrides(model_config: IVTConfig, names: tuple[str, ...]) -> dic
 def build_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, object, str]:
     """The initial model, its processor and a one-line description of where the weights came from."""
     model, processor, source = _initial_model_and_processor(config)
+    model.set_attn_implementation(config.attn_implementation)
     if config.text_embedding_scale is not None and config.init in ("random", "minilm", "vit_bert"):
         with torch.no_grad():
             model.text_embeddings.layer_norm.weight.mul_(config.text_embedding_scale)

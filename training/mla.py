@@ -21,6 +21,8 @@ from .augmentation import TrainAugmentation
 from .loss import RetrievalTrainingOutput, identity_classifier
 
 MIN_CHUNK_CHARS = 5
+# Training images are resized once and kept (uint8) when they fit in this much memory per DataLoader process.
+RESIZED_CACHE_BYTES = 1 << 30
 CONNECTIVES = (
     r"\band\b|\bwith\b|\bwearing\b|\bwears\b|\bcarrying\b|\bcarries\b|\bholding\b|\bholds\b|\bhas\b|\bhave\b|"
     r"\bis\b|\bwho\b|\bwhile\b|\bover\b|\bon (?:her|his|the) (?:back|shoulder|head|feet)\b"
@@ -151,25 +153,41 @@ class MLATrainingDataset(torch.utils.data.Dataset):
         self.mla = mla
         self.word_max_phrases = word_max_phrases
         self.word_mode = word_mode
-        self.person_ids = pairs["person_id"]
+        # The text columns once, as lists; an image is decoded only where its resized copy is not kept.
+        columns = pairs.with_format(None)[:]
+        self.person_ids = columns["person_id"]
+        self.captions = columns["caption"]
+        self.attributes = columns["attributes"]
+        self.image_rows = columns.get("row", list(range(len(pairs))))
+        height, width = augmentation.height, augmentation.width
+        self.resized_images = {} if len(set(self.image_rows)) * 3 * height * width <= RESIZED_CACHE_BYTES else None
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
-        index, item_seed = key
-        example = self.pairs[int(index)]
+        index, item_seed = int(key[0]), key[1]
         rng = random.Random(item_seed)
         generator = torch.Generator().manual_seed(item_seed)
-        caption = example["caption"]
+        caption = self.captions[index]
         if self.max_caption_words is not None:
             caption = cut_caption(caption, self.max_caption_words)
         texts = [sentence_level(caption)]
         if self.mla:
             texts.append(phrase_level(caption, rng))
-            texts.append(word_level(caption, example["attributes"], rng, self.word_max_phrases, self.word_mode))
-        views = torch.stack([self.augmentation(example["image"], generator) for _ in texts])
-        return {"pixel_values": views, "texts": texts, "person_id": example["person_id"]}
+            texts.append(word_level(caption, self.attributes[index], rng, self.word_max_phrases, self.word_mode))
+        resized = self.resized_image(index)
+        views = torch.stack([self.augmentation.augment(resized, generator) for _ in texts])
+        return {"pixel_values": views, "texts": texts, "person_id": self.person_ids[index]}
+
+    def resized_image(self, index: int) -> torch.Tensor:
+        """The pair's image after the augmentation's draw-free resize, kept where the cache allows."""
+        if self.resized_images is None:
+            return self.augmentation.resize(self.pairs[index]["image"])
+        row = self.image_rows[index]
+        if row not in self.resized_images:
+            self.resized_images[row] = self.augmentation.resize(self.pairs[index]["image"])
+        return self.resized_images[row]
 
 
 class MLACollator:

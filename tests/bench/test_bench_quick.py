@@ -50,7 +50,7 @@ def test_quick_benchmark_reports_every_section(tmp_path, capsys, one_thread):
     assert report["main_job"]["time_to_final_metrics_s"] == 321.5
     assert {lever["setting"] for lever in report["levers"]} >= {
         "fp32, sdpa, inference_mode (default)",
-        "bf16 autocast (default)",
+        "bf16 weights (model.to(bfloat16), what --bf16 loads), no autocast",
     }
     assert "aten::" in report["profiles"]["bf16"]
 
