@@ -131,7 +131,7 @@ def _objective(config: TrainingConfig, model_config) -> str:
     if config.mla:
         objective += f" with multi-level alignment (sentence / phrase / word level, word level: {config.word_level})"
     objective += (
-        f", bidirectional token dropping up to {config.token_drop_ratio:.0%} of the tokens"
+        f", bidirectional token dropping up to {model_config.token_drop_ratio:.0%} of the tokens"
         if model_config.token_drop_ratio > 0
         else ", no token dropping"
     )
