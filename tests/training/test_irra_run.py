@@ -52,7 +52,7 @@ def tiny_irra_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
     return recipe_flags(settings)
 
 
-def test_tiny_irra_run_ends_far_above_chance_and_saves_a_clean_model(tiny_benchmark, tmp_path):
+def test_tiny_irra_run_ends_above_chance_and_saves_a_clean_model(tiny_benchmark, tmp_path):
     output_dir = tmp_path / "run"
     results = main(tiny_irra_recipe(tiny_benchmark, output_dir, num_epochs=16, eval_every_epochs=8, losses="sdm+id"))
 
