@@ -172,7 +172,7 @@ def _ratio(numerator: float, denominator: float) -> str:
 
 
 def format_report(report: dict) -> str:
-    """The table of results with each issue-7 target next to what was measured."""
+    """The table of results with each performance target next to what was measured."""
     ceiling = report["ceiling"]
     peak = {"fp32": ceiling["fp32_gflops"], "bf16": ceiling["bf16_gflops"]}
     flags = report["machine"]["flags"]

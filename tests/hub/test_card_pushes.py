@@ -16,7 +16,7 @@ from tests.model.test_remote_code import WITHOUT_PACKAGE
 
 from .conftest import REPO_ROOT, run_against
 
-README = REPO_ROOT / "README.md"
+HUB_GUIDE = REPO_ROOT / "docs" / "hub.md"
 BLANK_CARD = "Model Card for Model ID"
 
 
@@ -75,9 +75,9 @@ def test_push_from_a_folder_loaded_with_remote_code_keeps_the_card(hub, tmp_path
     assert hub_card(hub, "local-user/remote-code") == card
 
 
-def test_readme_hub_section_works_as_pasted(tmp_path):
-    """The README's commands, run by bash as written (only the port is a free one), push the main job's folder."""
-    section = README.read_text(encoding="utf-8").split("## Sharing on the Hub", 1)[1].split("\n## ", 1)[0]
+def test_hub_guide_local_hub_commands_work_as_pasted(tmp_path):
+    """The Hub guide's commands, run by bash as written (only the port is a free one), push the main job's folder."""
+    section = HUB_GUIDE.read_text(encoding="utf-8").split("## Try it on a local Hub", 1)[1].split("\n## ", 1)[0]
     commands = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
     folder = re.search(r"push_folder_to_hub\('([^']+)'", commands).group(1)
     repo = re.search(r"push_folder_to_hub\('[^']+', '([^']+)'", commands).group(1)
