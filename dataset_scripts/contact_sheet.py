@@ -1,4 +1,4 @@
-"""Draw a contact sheet of a few Drawn Pedestrians identities with one caption per image (the README's picture).
+"""Draw a contact sheet of a few Drawn Pedestrians identities with one caption per image (the picture in docs/datasets.md).
 
 Usage: `python -m dataset_scripts.contact_sheet docs/images/generated_benchmark.png [--identities 4 --seed 0]`.
 Identities are shown in near-duplicate pairs (attribute distance 1 or 2), the case the benchmark is built around.

@@ -55,7 +55,7 @@ from .build import build_benchmark, format_counts_table, split_counts
 logger = logging.getLogger(__name__)
 
 BENCHMARK_NAME = "Drawn Pedestrians"
-DEFAULT_DIFFICULTY = 0.25  # calibrated on the main job (README, "The main job")
+DEFAULT_DIFFICULTY = 0.25  # calibrated on the main job (docs/training.md, "The main job")
 GENERATOR_VERSION = 1
 IMAGE_HEIGHT, IMAGE_WIDTH = 384, 128
 GENERATION_INFO_FILE = "generation.json"

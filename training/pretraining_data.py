@@ -1,4 +1,4 @@
-"""Pre-training batches: caption cleaning, whole-word span masking for MLM (ivt_spec.md section 4) and a collator
+"""Pre-training batches: caption cleaning, whole-word span masking for MLM and a collator
 turning `{"image", "caption", "pair_id"}` pairs (dataset_scripts.pretraining) into `IVTForPreTraining` inputs,
 optionally with fine-tuning's multi-level alignment (MLA) views and texts."""
 

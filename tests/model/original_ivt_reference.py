@@ -1,5 +1,5 @@
 """
-An independent transcription of the authors' IVT forward pass (ivt_spec.md sections 1-2), written directly against the
+An independent transcription of the authors' IVT forward pass, written directly against the
 original checkpoint's tensor names: the converter and IVTModel are checked against it, so a renaming or a
 modelling mistake cannot hide in both at once.
 """

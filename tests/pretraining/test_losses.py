@@ -12,7 +12,7 @@ from tests.pretraining.conftest import tiny_pretraining_config
 
 
 def transcribed_itc(image, text, pair_ids, temperature):
-    """ivt_spec.md section 4 written out: cosine / temperature, soft targets by pair id, mean of the two CEs."""
+    """The released ITC written out: cosine / temperature, soft targets by pair id, mean of the two CEs."""
 
     def normalise(rows):
         return [[x / math.sqrt(sum(y * y for y in row)) for x in row] for row in rows]

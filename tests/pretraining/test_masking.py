@@ -1,4 +1,4 @@
-"""MLM masking as ivt_spec.md section 4 states it, and the pre-training collator."""
+"""MLM masking as the released code does it, and the pre-training collator."""
 
 import random
 
