@@ -247,11 +247,9 @@ class IVTForMLATraining(torch.nn.Module):
     def forward(
         self, pixel_values: torch.Tensor, text_levels: list[dict], token_drop_generator: torch.Generator | None = None
     ) -> RetrievalTrainingOutput:
-        image_features = self.model.get_image_features(pixel_values, token_drop_generator=token_drop_generator)
+        image_features = self.model._image_features(pixel_values, token_drop_generator)
         text_features = [
-            self.model.get_text_features(
-                level["input_ids"], level["attention_mask"], token_drop_generator=token_drop_generator
-            ).pooler_output
+            self.model._text_features(level["input_ids"], level["attention_mask"], token_drop_generator).pooler_output
             for level in text_levels
         ]
         output = RetrievalTrainingOutput(image_embeds=image_features.pooler_output, text_embeds=torch.cat(text_features))
