@@ -175,7 +175,8 @@ class IVTForPreTraining(IVTPreTrainedModel):
     IVT with the pre-training heads of the released recipe. `ivt` is a plain [`IVTModel`], so
     `IVTModel.from_pretrained(folder)` takes the encoder out of a saved pre-training model (same patch stride) and
     `modeling_ivt.convert_pretraining` does so across a stride change. The fusion encoder and the heads exist only
-    for pre-training.
+    for pre-training: `forward` encodes the pairs, `image_text_matching_logits` and `masked_language_modeling_logits`
+    run the heads on what the objectives choose (hard negatives, masked captions).
     """
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "ivt.text_embeddings.word_embeddings.weight"}

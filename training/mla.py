@@ -236,7 +236,8 @@ class IVTForMLATraining(torch.nn.Module):
     """
     The training-time forward of IVT: [CLS] features of every view and of every text level (encoded level by level),
     in one `forward` so that DistributedDataParallel sees a single call. `model` is the IVTModel that gets saved;
-    with `num_train_ids`, an identity classifier for the ID loss is trained next to it (and not saved).
+    with `num_train_ids`, an identity classifier for the ID loss is trained next to it (and not saved). Token dropping
+    draws from `token_drop_generator`, through IVTModel's private hooks (its public feature methods take no RNG).
     """
 
     def __init__(self, model, num_train_ids: int | None = None):
