@@ -259,7 +259,8 @@ class IVTForPreTraining(IVTPreTrainedModel):
         """
         if pixel_values.shape[0] != input_ids.shape[0]:
             raise ValueError(
-                f"pre-training needs paired inputs: got {input_ids.shape[0]} captions and {pixel_values.shape[0]} images"
+                f"pre-training needs paired inputs: got {input_ids.shape[0]} captions and "
+                f"{pixel_values.shape[0]} images"
             )
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None

@@ -28,14 +28,19 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(dist_functional.all_gather(tensor.contiguous()), dim=0)
 
 
+def _real_token_mask(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The long 0/1 mask of a token sequence whose mask is None when nothing is padded."""
+    if attention_mask is None:
+        return hidden_states.new_ones(hidden_states.shape[:2], dtype=torch.long)
+    return attention_mask.long()
+
+
 def gather_padded_sequences(
     hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather (batch, length, D) sequences of possibly different lengths per process, right-padded to the longest,
     and their masks (1 for real tokens)."""
-    mask = attention_mask
-    if mask is None:
-        mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
+    mask = _real_token_mask(hidden_states, attention_mask)
     length = torch.tensor([hidden_states.shape[1]], device=hidden_states.device)
     dist.all_reduce(length, op=dist.ReduceOp.MAX)
     padding = int(length) - hidden_states.shape[1]
@@ -305,7 +310,8 @@ class PreTrainingLoss(nn.Module):
         world_size: int = 1,
     ):
         super().__init__()
-        self.itc_weight, self.itm_weight, self.mlm_weight, self.cmpm_weight = itc_weight, itm_weight, mlm_weight, cmpm_weight
+        self.itc_weight, self.itm_weight = itc_weight, itm_weight
+        self.mlm_weight, self.cmpm_weight = mlm_weight, cmpm_weight
         self.gathers = world_size > 1
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -327,7 +333,9 @@ class PreTrainingLoss(nn.Module):
         image_hidden, image_mask = outputs.image_last_hidden_state, outputs.image_attention_mask
         batch_size = text_hidden.shape[0]
         if pair_ids.shape[0] != batch_size:
-            raise ValueError(f"pre-training needs one pair id per pair: got {batch_size} pairs and {pair_ids.shape[0]} pair_ids")
+            raise ValueError(
+                f"pre-training needs one pair id per pair: got {batch_size} pairs and {pair_ids.shape[0]} pair_ids"
+            )
         if (mlm_input_ids is None) != (mlm_labels is None):
             raise ValueError("pass mlm_input_ids and mlm_labels together (or neither)")
 
@@ -346,8 +354,8 @@ class PreTrainingLoss(nn.Module):
         positives = pair_ids.view(-1, 1) == all_pair_ids.view(1, -1)
         negative_text_index = sample_hard_negatives(logits_per_image, positives, generator)
         negative_image_index = sample_hard_negatives(logits_per_text, positives, generator)
-        local_text_mask = text_hidden.new_ones(text_hidden.shape[:2], dtype=torch.long) if text_mask is None else text_mask.long()
-        local_image_mask = image_hidden.new_ones(image_hidden.shape[:2], dtype=torch.long) if image_mask is None else image_mask.long()
+        local_text_mask = _real_token_mask(text_hidden, text_mask)
+        local_image_mask = _real_token_mask(image_hidden, image_mask)
         if self.gathers:
             all_text_hidden, all_text_mask = gather_padded_sequences(text_hidden, text_mask)
             all_image_hidden, all_image_mask = gather_padded_sequences(image_hidden, image_mask)
