@@ -25,7 +25,7 @@ import torch
 
 from modeling_ivt import IVTConfig, IVTModel
 from modeling_ivt.safe_io import write_text_atomic
-from training.loss import distributed_cmpm_loss
+from training.loss import CMPMLoss
 from training.metrics import DEFAULT_CHUNK_SIZE, retrieval_metrics
 
 from .common import image_forward_flops, text_forward_flops, training_step_flops
@@ -131,7 +131,7 @@ def fine_tuning(config: IVTConfig, sizes: CheckSizes, device: torch.device, peak
             text_features = torch.cat(
                 [model.get_text_features(**level).pooler_output for level in batch["text_levels"]]
             )
-            loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"])
+            loss = CMPMLoss()(image_features, text_features, batch["person_ids"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -279,7 +279,6 @@ def training_runs(
         )
     )
     person_ids = torch.tensor([data.person_ids[row] for row in rows] * 3)
-    generator = torch.Generator()
     trainers = {}
     for precision in precisions:
         model = build_model(config).train()
@@ -288,9 +287,8 @@ def training_runs(
     def step(precision):
         model, optimizer = trainers[precision]
         torch.manual_seed(0)
-        generator.manual_seed(0)
         with autocast_context(precision):
-            loss = model(**inputs, person_ids=person_ids, token_drop_generator=generator).loss
+            loss = model(**inputs, person_ids=person_ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

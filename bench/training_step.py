@@ -26,7 +26,7 @@ from training.augmentation import TrainAugmentation
 from training.config import parse_config
 from training.engine import build_optimizer_and_scheduler, load_benchmark
 from training.initialization import build_model_and_processor
-from training.loss import distributed_cmpm_loss
+from training.loss import CMPMLoss
 from training.mla import IVTForMLATraining, MLACollator, MLATrainingDataset
 from training.run import select_training_pairs
 from training.sampler import IdentityBatchSampler
@@ -68,6 +68,7 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
         scheduler.step()
         optimizer.zero_grad()
 
+    cmpm = CMPMLoss(world_size=accelerator.num_processes)
     sampler.set_epoch(0)
     keys = iter(sampler)
     for step in range(warmup + steps):
@@ -80,8 +81,8 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
 
         def forward():
             with accelerator.autocast():
-                image_features, text_features = trained(batch["pixel_values"], batch["text_levels"], generator)
-                return distributed_cmpm_loss(image_features, text_features, batch["person_ids"])
+                output = trained(batch["pixel_values"], batch["text_levels"], generator)
+                return cmpm(output.image_embeds, output.text_embeds, batch["person_ids"])
 
         loss = timed(PARTS[2], forward)
         timed(PARTS[3], lambda: accelerator.backward(loss))

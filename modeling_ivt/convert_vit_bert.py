@@ -221,14 +221,21 @@ def shared_tensors_from_post_norm_bert(state_dict: dict, num_layers: int) -> dic
 
 
 def initialize_from_vit_and_bert(
-    config: IVTConfig, vit_state_dict: dict | None = None, bert_state_dict: dict | None = None
+    config: IVTConfig,
+    vit_state_dict: dict | None = None,
+    bert_state_dict: dict | None = None,
+    shared_from_bert: bool = False,
 ) -> tuple[IVTModel, InitializationReport]:
     """
     A new `IVTModel(config)` with every tensor of the released initialisation copied in from the ViT and BERT
     checkpoints; the ViT position embedding is resized from its square grid to the model's stride grid. Either side
-    may be omitted (it then stays at random init). A tensor the given checkpoint lacks, or whose shape does not fit,
-    is an error naming it, never skipped. Layers of a deeper checkpoint beyond the model's depth are noted as unused.
+    may be omitted (it then stays at random init). With `shared_from_bert` and no ViT, the shared attention and
+    LayerNorms come from the BERT too (`shared_tensors_from_post_norm_bert`). A tensor the given checkpoint lacks, or
+    whose shape does not fit, is an error naming it, never skipped. Layers of a deeper checkpoint beyond the model's
+    depth are noted as unused.
     """
+    if shared_from_bert and (bert_state_dict is None or vit_state_dict is not None):
+        raise ValueError("shared_from_bert copies the shared attention and LayerNorms from a BERT given without a ViT")
     model = IVTModel(config)
     expected = model.state_dict()
     depth = config.num_hidden_layers
@@ -241,6 +248,10 @@ def initialize_from_vit_and_bert(
         available = _layer_count(state_dict)
         if available > depth:
             report.unused.append(f"{name} layers {depth}..{available - 1} (deeper than the IVT's {depth})")
+    if shared_from_bert:
+        shared = shared_tensors_from_post_norm_bert(bert_state_dict, depth)
+        sources.update({key: (value, "bert") for key, value in shared.items()})
+        report.notes.append(f"{len(shared)} shared attention and LayerNorm tensors from the post-LayerNorm BERT")
     position = sources.get("image_embeddings.position_embedding")
     if position is not None:
         old_grid = _square_grid(position[0].shape[1] - 1)

@@ -381,33 +381,38 @@ class IVTModel(IVTPreTrainedModel):
         hidden_states = self.final_layer_norm(hidden_states)
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=hidden_states[:, 0])
 
-    def get_text_features(
+    def _text_features(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_drop_generator: torch.Generator | None = None,
+        attention_mask: torch.Tensor | None,
+        token_drop_generator: torch.Generator | None,
         **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """`get_text_features` with the token-dropping draws of training mode taken from `token_drop_generator`: the
+        hook through which training code makes its runs reproducible."""
+        return self._encode(self.text_embeddings(input_ids), attention_mask, "text", token_drop_generator, **kwargs)
+
+    def _image_features(
+        self, pixel_values: torch.Tensor, token_drop_generator: torch.Generator | None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """`get_image_features` with the token-dropping draws taken from `token_drop_generator`."""
+        return self._encode(self.image_embeddings(pixel_values), None, "image", token_drop_generator, **kwargs)
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> BaseModelOutputWithPooling:
         r"""
         Encode captions. `pooler_output` is the un-normalised [CLS] embedding (what the released model compares);
-        `last_hidden_state` is the whole normed sequence (after token dropping in training mode).
-
-        token_drop_generator (`torch.Generator`, *optional*): source of the token-dropping draws in training mode,
-            for reproducible runs; the global RNG is used when omitted.
+        `last_hidden_state` is the whole normed sequence (after token dropping in training mode, which draws from
+        torch's global RNG).
         """
-        embeddings = self.text_embeddings(input_ids)
-        return self._encode(embeddings, attention_mask, "text", token_drop_generator, **kwargs)
+        return self._text_features(input_ids, attention_mask, None, **kwargs)
 
-    def get_image_features(
-        self, pixel_values: torch.Tensor, token_drop_generator: torch.Generator | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         r"""
         Encode pedestrian images of `config.image_size`. `pooler_output` is the un-normalised [CLS] embedding.
-
-        token_drop_generator (`torch.Generator`, *optional*): as in `get_text_features`.
         """
-        embeddings = self.image_embeddings(pixel_values)
-        return self._encode(embeddings, None, "image", token_drop_generator, **kwargs)
+        return self._image_features(pixel_values, None, **kwargs)
 
     def forward(
         self,
@@ -416,7 +421,6 @@ class IVTModel(IVTPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         person_ids: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        token_drop_generator: torch.Generator | None = None,
         **kwargs,
     ) -> IVTOutput:
         r"""
@@ -434,10 +438,10 @@ class IVTModel(IVTPreTrainedModel):
 
         text_outputs = vision_outputs = text_embeds = image_embeds = None
         if input_ids is not None:
-            text_outputs = self.get_text_features(input_ids, attention_mask, token_drop_generator, **kwargs)
+            text_outputs = self.get_text_features(input_ids, attention_mask, **kwargs)
             text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
         if pixel_values is not None:
-            vision_outputs = self.get_image_features(pixel_values, token_drop_generator, **kwargs)
+            vision_outputs = self.get_image_features(pixel_values, **kwargs)
             image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
 
         loss = None

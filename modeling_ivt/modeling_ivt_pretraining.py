@@ -1,5 +1,6 @@
-"""PyTorch IVT vision-language pre-training: the IVT dual encoder plus a fusion encoder, trained with ITC, ITM and
-MLM (ivt_spec.md section 4), optionally with CMPM on the pairs."""
+"""PyTorch IVT vision-language pre-training: the IVT dual encoder plus a fusion encoder and the heads of ITC, ITM and
+MLM (ivt_spec.md section 4). The model computes features and logits; the objectives, which compare features across
+processes, are in the training code (`training.loss.PreTrainingLoss`)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_ivt import IVTConfig
-from .modeling_ivt import IVTModel, IVTPreTrainedModel, cmpm_loss, drop_tokens, eager_attention_forward
+from .modeling_ivt import IVTModel, IVTPreTrainedModel, drop_tokens, eager_attention_forward
 
 TEMPERATURE_RANGE = (0.001, 0.5)
 
@@ -23,112 +24,26 @@ TEMPERATURE_RANGE = (0.001, 0.5)
 class IVTForPreTrainingOutput(ModelOutput):
     """
     Args:
-        loss (`torch.FloatTensor` of shape `()`): the weighted sum of the losses below.
-        itc_loss, itm_loss, mlm_loss, cmpm_loss (`torch.FloatTensor` of shape `()`): the individual objectives
-            (`mlm_loss` only with `mlm_input_ids`, `cmpm_loss` only when its weight is not zero).
-        logits_per_text (`torch.FloatTensor` of shape `(batch_size, world_batch_size)`): ITC logits (cosine
-            similarity / temperature) of every local caption against the images of all processes.
-        itm_logits (`torch.FloatTensor` of shape `(3 * batch_size, 2)`): match / no-match logits of the positive
-            pairs, then of (image, hard negative caption), then of (hard negative image, caption).
-        mlm_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`): MLM prediction scores of the
-            masked positions only (`mlm_labels != -100`, in row-major order): the vocabulary projection of every
-            other token would cost most of the step and feed no loss.
+        text_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, text_length, hidden_size)`): the shared
+            encoder's normed caption tokens (after BMM token dropping in training mode): what the fusion encoder reads.
+        text_attention_mask (`torch.LongTensor` of shape `(batch_size, text_length)`): 1 for the real tokens of
+            `text_last_hidden_state`; None when no caption is padded.
+        image_last_hidden_state, image_attention_mask: the same for the images.
+        text_pooler_output, image_pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`): the
+            un-normalised [CLS] features (what CMPM compares).
         text_embeds, image_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`): L2-normalised [CLS].
-        temperature (`torch.FloatTensor` of shape `()`): the clamped ITC temperature used.
+        temperature (`torch.FloatTensor` of shape `()`): the clamped ITC temperature.
     """
 
-    loss: torch.FloatTensor | None = None
-    itc_loss: torch.FloatTensor | None = None
-    itm_loss: torch.FloatTensor | None = None
-    mlm_loss: torch.FloatTensor | None = None
-    cmpm_loss: torch.FloatTensor | None = None
-    logits_per_text: torch.FloatTensor | None = None
-    itm_logits: torch.FloatTensor | None = None
-    mlm_logits: torch.FloatTensor | None = None
+    text_last_hidden_state: torch.FloatTensor | None = None
+    text_attention_mask: torch.LongTensor | None = None
+    image_last_hidden_state: torch.FloatTensor | None = None
+    image_attention_mask: torch.LongTensor | None = None
+    text_pooler_output: torch.FloatTensor | None = None
+    image_pooler_output: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     temperature: torch.FloatTensor | None = None
-
-
-def pair_targets(pair_ids: torch.Tensor, all_pair_ids: torch.Tensor) -> torch.Tensor:
-    """Soft ITC targets: each row spreads 1 evenly over the columns with the row's pair id."""
-    positives = (pair_ids.view(-1, 1) == all_pair_ids.view(1, -1)).float()
-    return positives / positives.sum(dim=1, keepdim=True)
-
-
-def itc_loss(
-    image_embeds: torch.Tensor,
-    text_embeds: torch.Tensor,
-    all_image_embeds: torch.Tensor,
-    all_text_embeds: torch.Tensor,
-    pair_ids: torch.Tensor,
-    all_pair_ids: torch.Tensor,
-    temperature: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """
-    Image-text contrastive loss: local normalised embeddings against those of all processes (`all_*`, which contain
-    the local ones), logits = cosine / temperature, soft targets by pair id, (CE_i2t + CE_t2i) / 2.
-    Returns the loss and the image-to-text and text-to-image logits (local rows, all columns).
-    """
-    targets = pair_targets(pair_ids, all_pair_ids)
-    with torch.autocast(image_embeds.device.type, enabled=False):  # fp32 logits even under bf16 autocast
-        logits_per_image = image_embeds.float() @ all_text_embeds.float().t() / temperature
-        logits_per_text = text_embeds.float() @ all_image_embeds.float().t() / temperature
-        image_to_text = -(nn.functional.log_softmax(logits_per_image, dim=1) * targets).sum(dim=1).mean()
-        text_to_image = -(nn.functional.log_softmax(logits_per_text, dim=1) * targets).sum(dim=1).mean()
-    return (image_to_text + text_to_image) / 2, logits_per_image, logits_per_text
-
-
-def sample_hard_negatives(
-    logits: torch.Tensor, positive_mask: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """
-    ALBEF-style hard negatives: for every row, one column drawn from softmax(logits) with the positives' probability
-    set to zero, so a positive is never drawn however the similarities look. A row without any negative is an error.
-    """
-    if bool(positive_mask.all(dim=1).any()):
-        row = int(positive_mask.all(dim=1).nonzero()[0])
-        raise ValueError(
-            f"row {row} has no negative to sample: every pair in the (gathered) batch shares its pair id; "
-            "ITM needs at least two different pair ids per batch"
-        )
-    weights = nn.functional.softmax(logits.detach().float().masked_fill(positive_mask, float("-inf")), dim=1)
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
-
-
-def masked_language_modeling_loss(mlm_logits: torch.Tensor, mlm_labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the masked positions (labels != -100); zero, not NaN, when nothing was masked."""
-    labels = mlm_labels.view(-1)
-    total = nn.functional.cross_entropy(
-        mlm_logits.float().view(-1, mlm_logits.shape[-1]), labels, ignore_index=-100, reduction="sum"
-    )
-    return total / (labels != -100).sum().clamp(min=1)
-
-
-def _gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate a tensor over all processes along dim 0; gradients flow back to every process's share."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return tensor
-    if torch.distributed.get_world_size() == 1:
-        return tensor
-    return torch.cat(torch.distributed.nn.functional.all_gather(tensor.contiguous()), dim=0)
-
-
-def _gather_sequences(
-    hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather (batch, length, D) sequences of possibly different lengths per process, right-padded to the longest."""
-    mask = attention_mask
-    if mask is None:
-        mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        length = torch.tensor([hidden_states.shape[1]], device=hidden_states.device)
-        torch.distributed.all_reduce(length, op=torch.distributed.ReduceOp.MAX)
-        padding = int(length) - hidden_states.shape[1]
-        if padding:
-            hidden_states = nn.functional.pad(hidden_states, (0, 0, 0, padding))
-            mask = nn.functional.pad(mask, (0, padding))
-    return _gather_with_grad(hidden_states), _gather_with_grad(mask.long())
 
 
 class IVTFusionAttention(nn.Module):
@@ -260,7 +175,8 @@ class IVTForPreTraining(IVTPreTrainedModel):
     IVT with the pre-training heads of the released recipe. `ivt` is a plain [`IVTModel`], so
     `IVTModel.from_pretrained(folder)` takes the encoder out of a saved pre-training model (same patch stride) and
     `modeling_ivt.convert_pretraining` does so across a stride change. The fusion encoder and the heads exist only
-    for pre-training.
+    for pre-training: `forward` encodes the pairs, `image_text_matching_logits` and `masked_language_modeling_logits`
+    run the heads on what the objectives choose (hard negatives, masked captions).
     """
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "ivt.text_embeddings.word_embeddings.weight"}
@@ -330,122 +246,82 @@ class IVTForPreTraining(IVTPreTrainedModel):
         self,
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor,
-        pair_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        mlm_input_ids: torch.Tensor | None = None,
-        mlm_labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        token_drop_generator: torch.Generator | None = None,
     ) -> IVTForPreTrainingOutput:
         r"""
-        One pre-training step on a batch of (image, caption) pairs; pairs sharing a `pair_id` count as positives.
+        Encode a batch of (image, caption) pairs for the pre-training objectives: the token sequences the fusion
+        encoder reads, and the normalised [CLS] embeddings that ITC compares.
 
-        input_ids, attention_mask: the captions, unmasked (ITC, ITM, CMPM).
+        input_ids, attention_mask: the captions, unmasked.
         pixel_values: the images, one per caption.
-        pair_ids (`torch.LongTensor` of shape `(batch_size,)`): pair identity (the row index for generic corpora).
-        mlm_input_ids, mlm_labels: the masked captions and their labels (-100 where not masked), from
-            `training.pretraining_data.mask_captions`; without them no MLM loss is computed.
-        generator (`torch.Generator`, *optional*): source of the token-dropping and hard-negative draws.
-
-        Under `torch.distributed` (e.g. `accelerate launch`), ITC logits and ITM hard negatives range over the pairs of
-        all processes: features and token sequences are gathered with gradient.
+        token_drop_generator (`torch.Generator`, *optional*): source of the BMM token-dropping draws in training mode.
         """
-        batch_size = input_ids.shape[0]
-        if not (pixel_values.shape[0] == batch_size == pair_ids.shape[0]):
+        if pixel_values.shape[0] != input_ids.shape[0]:
             raise ValueError(
-                f"pre-training needs paired inputs: got {batch_size} captions, {pixel_values.shape[0]} images and "
-                f"{pair_ids.shape[0]} pair_ids"
+                f"pre-training needs paired inputs: got {input_ids.shape[0]} captions and "
+                f"{pixel_values.shape[0]} images"
             )
-        if (mlm_input_ids is None) != (mlm_labels is None):
-            raise ValueError("pass mlm_input_ids and mlm_labels together (or neither)")
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
-
         text_hidden, text_mask = self._encode(
-            self.ivt.text_embeddings(input_ids), attention_mask, "text", drop=True, generator=generator
+            self.ivt.text_embeddings(input_ids), attention_mask, "text", drop=True, generator=token_drop_generator
         )
         image_hidden, image_mask = self._encode(
-            self.ivt.image_embeddings(pixel_values), None, "image", drop=True, generator=generator
+            self.ivt.image_embeddings(pixel_values), None, "image", drop=True, generator=token_drop_generator
         )
         text_features, image_features = text_hidden[:, 0], image_hidden[:, 0]
-
-        text_embeds = nn.functional.normalize(text_features, dim=-1)
-        image_embeds = nn.functional.normalize(image_features, dim=-1)
-        all_text_embeds = _gather_with_grad(text_embeds)
-        all_image_embeds = _gather_with_grad(image_embeds)
-        all_pair_ids = _gather_with_grad(pair_ids)
-        temperature = self.clamped_temperature()
-        loss_itc, logits_per_image, logits_per_text = itc_loss(
-            image_embeds, text_embeds, all_image_embeds, all_text_embeds, pair_ids, all_pair_ids, temperature
-        )
-
-        positives = pair_ids.view(-1, 1) == all_pair_ids.view(1, -1)
-        negative_text_index = sample_hard_negatives(logits_per_image, positives, generator)
-        negative_image_index = sample_hard_negatives(logits_per_text, positives, generator)
-        all_text_hidden, all_text_mask = _gather_sequences(text_hidden, text_mask)
-        all_image_hidden, all_image_mask = _gather_sequences(image_hidden, image_mask)
-        local_text_mask = all_text_mask.new_ones(text_hidden.shape[:2]) if text_mask is None else text_mask.long()
-        text_len = all_text_hidden.shape[1]
-        local_text_hidden = nn.functional.pad(text_hidden, (0, 0, 0, text_len - text_hidden.shape[1]))
-        local_text_mask = nn.functional.pad(local_text_mask, (0, text_len - local_text_mask.shape[1]))
-        image_len = all_image_hidden.shape[1]
-        local_image_mask = all_image_mask.new_ones(image_hidden.shape[:2]) if image_mask is None else image_mask.long()
-
-        fusion_text = torch.cat([local_text_hidden, all_text_hidden[negative_text_index], local_text_hidden])
-        fusion_text_mask = torch.cat([local_text_mask, all_text_mask[negative_text_index], local_text_mask])
-        local_image_hidden = nn.functional.pad(image_hidden, (0, 0, 0, image_len - image_hidden.shape[1]))
-        local_image_mask = nn.functional.pad(local_image_mask, (0, image_len - local_image_mask.shape[1]))
-        fusion_image = torch.cat([local_image_hidden, local_image_hidden, all_image_hidden[negative_image_index]])
-        fusion_image_mask = torch.cat([local_image_mask, local_image_mask, all_image_mask[negative_image_index]])
-        fused = self.fusion_encoder(
-            fusion_text,
-            None if bool(fusion_text_mask.all()) else fusion_text_mask,
-            fusion_image,
-            None if bool(fusion_image_mask.all()) else fusion_image_mask,
-        )
-        itm_logits = self.itm_head(fused[:, 0])
-        itm_labels = torch.cat([itm_logits.new_ones(batch_size), itm_logits.new_zeros(2 * batch_size)]).long()
-        loss_itm = nn.functional.cross_entropy(itm_logits.float(), itm_labels)
-
-        loss = self.config.itc_loss_weight * loss_itc + self.config.itm_loss_weight * loss_itm
-        loss_mlm = mlm_logits = None
-        if mlm_input_ids is not None:
-            masked_text, _ = self._encode(
-                self.ivt.text_embeddings(mlm_input_ids), attention_mask, "text", drop=False, generator=None
-            )
-            mlm_hidden = self.fusion_encoder(masked_text, attention_mask, image_hidden, image_mask)
-            masked = mlm_labels != -100
-            mlm_logits = self.mlm_head(mlm_hidden[masked])
-            loss_mlm = masked_language_modeling_loss(mlm_logits, mlm_labels[masked])
-            loss = loss + self.config.mlm_loss_weight * loss_mlm
-        loss_cmpm = None
-        if self.config.cmpm_loss_weight:
-            loss_cmpm = cmpm_loss(
-                _gather_with_grad(image_features),
-                _gather_with_grad(text_features),
-                all_pair_ids,
-            )
-            loss = loss + self.config.cmpm_loss_weight * loss_cmpm
-
         return IVTForPreTrainingOutput(
-            loss=loss,
-            itc_loss=loss_itc,
-            itm_loss=loss_itm,
-            mlm_loss=loss_mlm,
-            cmpm_loss=loss_cmpm,
-            logits_per_text=logits_per_text,
-            itm_logits=itm_logits,
-            mlm_logits=mlm_logits,
-            text_embeds=text_embeds,
-            image_embeds=image_embeds,
-            temperature=temperature.detach(),
+            text_last_hidden_state=text_hidden,
+            text_attention_mask=text_mask,
+            image_last_hidden_state=image_hidden,
+            image_attention_mask=image_mask,
+            text_pooler_output=text_features,
+            image_pooler_output=image_features,
+            text_embeds=nn.functional.normalize(text_features, dim=-1),
+            image_embeds=nn.functional.normalize(image_features, dim=-1),
+            temperature=self.clamped_temperature(),
         )
 
+    def image_text_matching_logits(
+        self,
+        text_hidden_state: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        image_hidden_state: torch.Tensor,
+        image_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Match / no-match logits `(batch, 2)` of encoded captions and images paired row by row (the i-th caption with
+        the i-th image), from the fusion encoder's [CLS]. The masks mark real tokens with 1.
+        """
+        fused = self.fusion_encoder(
+            text_hidden_state,
+            None if bool(text_attention_mask.all()) else text_attention_mask,
+            image_hidden_state,
+            None if bool(image_attention_mask.all()) else image_attention_mask,
+        )
+        return self.itm_head(fused[:, 0])
 
-__all__ = [
-    "IVTForPreTraining",
-    "IVTForPreTrainingOutput",
-    "itc_loss",
-    "masked_language_modeling_loss",
-    "pair_targets",
-    "sample_hard_negatives",
-]
+    def masked_language_modeling_logits(
+        self,
+        mlm_input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        mlm_labels: torch.Tensor,
+        image_hidden_state: torch.Tensor,
+        image_attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """
+        MLM prediction scores `(num_masked_tokens, vocab_size)` of the masked positions only (`mlm_labels != -100`,
+        in row-major order), the masked captions attending to their encoded images: the vocabulary projection of
+        every other token would cost most of the step and feed no loss. Masked captions are never token-dropped.
+        """
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        masked_text, _ = self._encode(
+            self.ivt.text_embeddings(mlm_input_ids), attention_mask, "text", drop=False, generator=None
+        )
+        mlm_hidden = self.fusion_encoder(masked_text, attention_mask, image_hidden_state, image_attention_mask)
+        return self.mlm_head(mlm_hidden[mlm_labels != -100])
+
+
+__all__ = ["IVTForPreTraining", "IVTForPreTrainingOutput"]

@@ -16,7 +16,7 @@ from modeling_ivt.conversion_utils import load_state_dict_file
 from modeling_ivt.convert_clip import irra_from_clip_folder
 from modeling_ivt.convert_irra_checkpoint import TRAINING_ONLY_PREFIXES, convert_irra_state_dict
 from modeling_ivt.convert_pretraining import encoder_from_pretraining
-from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert, shared_tensors_from_post_norm_bert
+from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert
 
 from .config import TrainingConfig
 
@@ -48,13 +48,11 @@ def _initial_model_and_processor(config: TrainingConfig) -> tuple[IVTModel, obje
     if config.init == "minilm":
         folder = minilm_dir()
         state_dict = load_state_dict_file(folder)
-        ivt_config = copy.deepcopy(config.model)
-        model, report = initialize_from_vit_and_bert(ivt_config, None, state_dict)
+        model, report = initialize_from_vit_and_bert(
+            copy.deepcopy(config.model), None, state_dict, shared_from_bert=config.init_shared_from_text
+        )
         source = "text embeddings and text MLPs from all-MiniLM-L6-v2"
         if config.init_shared_from_text:
-            shared = shared_tensors_from_post_norm_bert(state_dict, ivt_config.num_hidden_layers)
-            model.load_state_dict(shared, strict=False)
-            logger.info("copied %d MiniLM attention and LayerNorm tensors into the shared encoder", len(shared))
             source += ", shared attention and LayerNorms from MiniLM"
         logger.info("MiniLM initialisation: %s", report.summary())
         return model, create_processor(image_size, config.max_text_length, tokenizer_dir=folder), source

@@ -236,7 +236,8 @@ class IVTForMLATraining(torch.nn.Module):
     """
     The training-time forward of IVT: [CLS] features of every view and of every text level (encoded level by level),
     in one `forward` so that DistributedDataParallel sees a single call. `model` is the IVTModel that gets saved;
-    with `num_train_ids`, an identity classifier for the ID loss is trained next to it (and not saved).
+    with `num_train_ids`, an identity classifier for the ID loss is trained next to it (and not saved). Token dropping
+    draws from `token_drop_generator`, through IVTModel's private hooks (its public feature methods take no RNG).
     """
 
     def __init__(self, model, num_train_ids: int | None = None):
@@ -247,11 +248,9 @@ class IVTForMLATraining(torch.nn.Module):
     def forward(
         self, pixel_values: torch.Tensor, text_levels: list[dict], token_drop_generator: torch.Generator | None = None
     ) -> RetrievalTrainingOutput:
-        image_features = self.model.get_image_features(pixel_values, token_drop_generator=token_drop_generator)
+        image_features = self.model._image_features(pixel_values, token_drop_generator)
         text_features = [
-            self.model.get_text_features(
-                level["input_ids"], level["attention_mask"], token_drop_generator=token_drop_generator
-            ).pooler_output
+            self.model._text_features(level["input_ids"], level["attention_mask"], token_drop_generator).pooler_output
             for level in text_levels
         ]
         output = RetrievalTrainingOutput(image_embeds=image_features.pooler_output, text_embeds=torch.cat(text_features))

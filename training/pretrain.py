@@ -54,6 +54,7 @@ from .engine import (
 )
 from .checkpointing import CheckpointManager
 from .initialization import build_model_and_processor, checkpoint_overrides
+from .loss import PreTrainingObjective
 from .pretraining_data import MaskingSettings, PretrainingCollator
 from .retrieval import evaluate_split
 
@@ -251,7 +252,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     total_steps = config.max_train_steps
     steps_per_epoch = max(1, total_steps // config.num_epochs)
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    objective, optimizer = accelerator.prepare(PreTrainingObjective(model, accelerator.num_processes), optimizer)
     progress = TrainingProgress()
     checkpoints = CheckpointManager(
         accelerator, output_dir, config.checkpoints_total_limit, {"stream": stream, "scheduler": scheduler, "progress": progress}
@@ -270,7 +271,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         total_steps,
     )
 
-    model.train()
+    objective.train()
     bar = tqdm(
         total=total_steps,
         initial=progress.global_step,
@@ -288,11 +289,11 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         collator.rng.seed(draw_seed)
         batch = {name: tensor.to(accelerator.device) for name, tensor in collator(pairs).items()}
         generator = torch.Generator(generator_device).manual_seed(draw_seed)
-        with accelerator.accumulate(model):
-            outputs = model(**batch, generator=generator)
+        with accelerator.accumulate(objective):
+            outputs = objective(**batch, generator=generator)
             accelerator.backward(outputs.loss)
             if accelerator.sync_gradients and config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
             optimizer.step()
             if accelerator.sync_gradients:
                 scheduler.step()
@@ -328,7 +329,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     bar.close()
     accelerator.wait_for_everyone()
 
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(objective).model
     best_dir = output_dir / BEST_DIR
     if accelerator.is_main_process:
         save_model_folder(unwrapped, processor, best_dir, overwrite=True)

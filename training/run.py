@@ -51,7 +51,7 @@ from training.engine import (  # noqa: E402
 from training.checkpointing import CheckpointManager  # noqa: E402
 from training.initialization import build_irra_model_and_processor, build_model_and_processor  # noqa: E402
 from training.irra_training import IRRAForRetrievalTraining, IRRATrainingDataset, collate_irra_items  # noqa: E402
-from training.loss import contiguous_class_ids, retrieval_loss_terms  # noqa: E402
+from training.loss import RetrievalLoss, contiguous_class_ids  # noqa: E402
 from training.mla import (  # noqa: E402
     IVTForMLATraining,
     MLACollator,
@@ -153,6 +153,12 @@ def train_one_epoch(
 ) -> None:
     """Optimiser steps over the rest of this epoch's batches (a multiple of the accumulation steps)."""
     model.train()
+    criterion = RetrievalLoss(
+        config.finetune.loss_names,
+        1.0 / config.finetune.temperature,
+        local_loss=config.finetune.local_loss,
+        world_size=accelerator.num_processes,
+    )
     accumulation = config.gradient_accumulation_steps
     usable_batches = sampler.batches_per_epoch() // accumulation * accumulation
     running_loss, running_count = 0.0, 0
@@ -172,9 +178,7 @@ def train_one_epoch(
                 )
             )
         with accelerator.accumulate(model):
-            terms = retrieval_loss_terms(
-                model(**batch), person_ids, classes, config.finetune.loss_names, 1.0 / config.finetune.temperature, config.finetune.local_loss
-            )
+            terms = criterion(model(**batch), person_ids, classes)
             loss = sum(terms.values())
             accelerator.backward(loss)
             if accelerator.sync_gradients and config.max_grad_norm is not None:

@@ -106,3 +106,32 @@ def test_a_deeper_bert_reports_its_unused_layers(bert_checkpoints):
     shallow = IVTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     _, report = initialize_from_vit_and_bert(shallow, None, load_state_dict_file(folders["BertForMaskedLM-gamma_beta-bin"]))
     assert report.unused == ["bert layers 1..1 (deeper than the IVT's 1)"]
+
+
+def test_shared_from_bert_maps_the_post_norm_attention_and_layer_norms_into_the_pre_norm_encoder(bert_checkpoints):
+    bert, folders = bert_checkpoints
+    state_dict = load_state_dict_file(folders["BertForMaskedLM-gamma_beta-bin"])
+    config = IVTConfig(hidden_size=32, num_hidden_layers=DEPTH, num_attention_heads=2, intermediate_size=64)
+    model, report = initialize_from_vit_and_bert(config, None, state_dict, shared_from_bert=True)
+
+    for index in range(DEPTH):
+        ivt_layer, layer = model.encoder.layers[index], bert.encoder.layer[index]
+        attention = layer.attention.self
+        for kind in ("weight", "bias"):
+            parts = [getattr(getattr(attention, name), kind) for name in ("query", "key", "value")]
+            torch.testing.assert_close(getattr(ivt_layer.self_attn.qkv, kind), torch.cat(parts))
+            torch.testing.assert_close(
+                getattr(ivt_layer.self_attn.out_proj, kind), getattr(layer.attention.output.dense, kind)
+            )
+            torch.testing.assert_close(
+                getattr(ivt_layer.layer_norm2, kind), getattr(layer.attention.output.LayerNorm, kind)
+            )
+            next_norm = model.encoder.layers[index + 1].layer_norm1 if index + 1 < DEPTH else model.final_layer_norm
+            torch.testing.assert_close(getattr(next_norm, kind), getattr(layer.output.LayerNorm, kind))
+    first_norm = model.encoder.layers[0].layer_norm1
+    torch.testing.assert_close(first_norm.weight, torch.ones(32))
+    torch.testing.assert_close(first_norm.bias, torch.zeros(32))
+    assert len(report.loaded) == 5 + 4 * DEPTH + 8 * DEPTH and set(report.loaded.values()) == {"bert"}
+
+    with pytest.raises(ValueError, match="without a ViT"):
+        initialize_from_vit_and_bert(config, {"cls_token": torch.zeros(1)}, state_dict, shared_from_bert=True)

@@ -48,7 +48,7 @@ def test_text_drops_every_k_up_to_floor_of_ratio_times_n_counting_cls_and_sep(pr
         embeddings = model.text_embeddings(input_ids)[0]
 
     seen = _encoder_inputs(
-        model, lambda generator: model.get_text_features(input_ids, token_drop_generator=generator)
+        model, lambda generator: model._text_features(input_ids, None, generator)
     )
     drop_counts = Counter()
     dropped_ever = set()
@@ -75,7 +75,7 @@ def test_image_drops_every_k_up_to_floor_of_ratio_times_n_and_never_the_cls():
         embeddings = model.image_embeddings(pixel_values)[0]
 
     seen = _encoder_inputs(
-        model, lambda generator: model.get_image_features(pixel_values, token_drop_generator=generator)
+        model, lambda generator: model._image_features(pixel_values, generator)
     )
     drop_counts = Counter()
     dropped_ever = set()
@@ -86,3 +86,27 @@ def test_image_drops_every_k_up_to_floor_of_ratio_times_n_and_never_the_cls():
         dropped_ever |= set(range(n)) - set(kept)
     assert sorted(drop_counts) == list(range(math.floor(0.25 * n) + 1)), drop_counts
     assert dropped_ever == set(range(1, n)), "every patch, the last one included, must be droppable"
+
+
+def test_the_training_forward_drops_tokens_by_its_generator_and_the_public_methods_take_none(processor):
+    from training.mla import IVTForMLATraining
+
+    model = IVTModel(tiny_config(token_drop_ratio=0.5, hidden_dropout_prob=0.0, drop_path_rate=0.0))
+    trained = IVTForMLATraining(model).train()
+    batch = processor(
+        text=["a tall man in a grey coat with a black bag", "a woman in a red dress"],
+        images=[torch.zeros(3, 64, 32).numpy().transpose(1, 2, 0)] * 2,
+        return_tensors="pt",
+    )
+    levels = [{"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}]
+
+    def embeds(seed: int, global_seed: int) -> torch.Tensor:
+        torch.manual_seed(global_seed)
+        with torch.no_grad():
+            output = trained(batch["pixel_values"], levels, torch.Generator().manual_seed(seed))
+        return torch.cat([output.image_embeds, output.text_embeds])
+
+    torch.testing.assert_close(embeds(3, 0), embeds(3, 1))
+    assert not any(torch.allclose(embeds(3, 0), embeds(seed, 0)) for seed in (4, 5))
+    with pytest.raises(TypeError):
+        model.get_text_features(batch["input_ids"], token_drop_generator=torch.Generator())

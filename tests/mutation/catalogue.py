@@ -41,41 +41,43 @@ MUTANTS = [
     Mutant(
         "gathered-cmpm-never-gathers", "loss", "option ignored", "training/loss.py",
         """
-        if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            image_features = _gather_with_grad(image_features)
+        if self.gathers:
+            image_features = gather_with_grad(image_features)
         """,
         """
         if False:
-            image_features = _gather_with_grad(image_features)
+            image_features = gather_with_grad(image_features)
         """,
         DISTRIBUTED_RUN_TESTS,
     ),
     Mutant(
         "local-loss-ignored", "loss", "option ignored", "training/loss.py",
         """
-        if not local and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            image_features = _gather_with_grad(image_features)
+        def __init__(self, local_loss: bool = False, world_size: int = 1):
+            super().__init__()
+            self.gathers = world_size > 1 and not local_loss
         """,
         """
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            image_features = _gather_with_grad(image_features)
+        def __init__(self, local_loss: bool = False, world_size: int = 1):
+            super().__init__()
+            self.gathers = world_size > 1
         """,
         DISTRIBUTED_RUN_TESTS,
     ),
     Mutant(
-        "itc-targets-not-spread", "loss", "dropped term", "modeling_ivt/modeling_ivt_pretraining.py",
+        "itc-targets-not-spread", "loss", "dropped term", "training/loss.py",
         "return positives / positives.sum(dim=1, keepdim=True)",
         "return positives",
         ("tests/pretraining/test_losses.py",),
     ),
     Mutant(
-        "hard-negative-may-be-a-positive", "loss", "check removed", "modeling_ivt/modeling_ivt_pretraining.py",
+        "hard-negative-may-be-a-positive", "loss", "check removed", "training/loss.py",
         'weights = nn.functional.softmax(logits.detach().float().masked_fill(positive_mask, float("-inf")), dim=1)',
         "weights = nn.functional.softmax(logits.detach().float(), dim=1)",
         ("tests/pretraining/test_losses.py",),
     ),
     Mutant(
-        "hard-negatives-from-one-process", "loss", "wrong orientation", "modeling_ivt/modeling_ivt_pretraining.py",
+        "hard-negatives-from-one-process", "loss", "wrong orientation", "training/loss.py",
         "negative_text_index = sample_hard_negatives(logits_per_image, positives, generator)",
         "negative_text_index = sample_hard_negatives(logits_per_image, positives, generator) % batch_size",
         ("tests/pretraining/test_pretraining_run.py", "-k", "itc_over"),
@@ -262,8 +264,8 @@ MUTANTS = [
     ),
     Mutant(
         "run-always-uses-the-per-process-loss", "training wiring", "option ignored", "training/run.py",
-        'loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=config.finetune.local_loss)',
-        'loss = distributed_cmpm_loss(image_features, text_features, batch["person_ids"], local=True)',
+        "local_loss=config.finetune.local_loss,",
+        "local_loss=True,",
         DISTRIBUTED_RUN_TESTS,
     ),
     Mutant(

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from modeling_ivt import IVTForPreTraining, cmpm_loss
-from modeling_ivt import modeling_ivt_pretraining as pretraining
-from modeling_ivt.modeling_ivt_pretraining import itc_loss, masked_language_modeling_loss, sample_hard_negatives
 from tests.pretraining.conftest import tiny_pretraining_config
+from training import loss as losses
+from training.loss import PreTrainingObjective, itc_loss, masked_language_modeling_loss, sample_hard_negatives
 
 
 def transcribed_itc(image, text, pair_ids, temperature):
@@ -125,9 +125,15 @@ def _batch(batch_size=4, length=7):
     )
 
 
+def objective(config) -> PreTrainingObjective:
+    """The pre-training model and its single-process loss, in evaluation mode."""
+    return PreTrainingObjective(IVTForPreTraining(config)).eval()
+
+
 def test_itm_loss_runs_the_fusion_encoder_on_positives_and_both_kinds_of_hard_negatives(monkeypatch):
     torch.manual_seed(0)
-    model = IVTForPreTraining(tiny_pretraining_config()).eval()
+    step = objective(tiny_pretraining_config())
+    model = step.model
     chosen = {}
 
     def fixed_negatives(logits, positive_mask, generator=None):
@@ -136,10 +142,10 @@ def test_itm_loss_runs_the_fusion_encoder_on_positives_and_both_kinds_of_hard_ne
         assert not positive_mask.gather(1, index.view(-1, 1)).any()
         return index
 
-    monkeypatch.setattr(pretraining, "sample_hard_negatives", fixed_negatives)
+    monkeypatch.setattr(losses, "sample_hard_negatives", fixed_negatives)
     batch = _batch()
     with torch.no_grad():
-        out = model(**batch)
+        out = step(**batch)
         text_embeds = model.ivt.text_embeddings(batch["input_ids"])
         text_hidden, _ = model._encode(text_embeds, batch["attention_mask"], "text", drop=False, generator=None)
         image_hidden, _ = model._encode(
@@ -166,11 +172,11 @@ def test_total_loss_is_the_configured_weighted_sum_and_cmpm_is_optional():
     config = tiny_pretraining_config(
         itc_loss_weight=2.0, itm_loss_weight=0.5, mlm_loss_weight=3.0, cmpm_loss_weight=0.25
     )
-    model = IVTForPreTraining(config).eval()
+    step = objective(config)
     batch = _batch()
     with torch.no_grad():
-        out = model(**batch)
-        features = model.ivt(
+        out = step(**batch)
+        features = step.model.ivt(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"]
         )
     expected_cmpm = cmpm_loss(
@@ -179,38 +185,42 @@ def test_total_loss_is_the_configured_weighted_sum_and_cmpm_is_optional():
     torch.testing.assert_close(out.cmpm_loss, expected_cmpm)
     expected = 2.0 * out.itc_loss + 0.5 * out.itm_loss + 3.0 * out.mlm_loss + 0.25 * out.cmpm_loss
     torch.testing.assert_close(out.loss, expected)
-    assert IVTForPreTraining(tiny_pretraining_config()).eval()(**batch).cmpm_loss is None
+    assert objective(tiny_pretraining_config())(**batch).cmpm_loss is None
 
 
 def test_temperature_starts_at_the_spec_value_and_is_clamped():
-    model = IVTForPreTraining(tiny_pretraining_config()).eval()
-    assert model.temperature.item() == pytest.approx(0.5)
+    step = objective(tiny_pretraining_config())
+    assert step.model.temperature.item() == pytest.approx(0.5)
     batch = _batch()
     with torch.no_grad():
-        model.temperature.fill_(3.0)
-        assert model(**batch).temperature.item() == pytest.approx(0.5)
-        model.temperature.fill_(-1.0)
-        out = model(**batch)
+        step.model.temperature.fill_(3.0)
+        assert step(**batch).temperature.item() == pytest.approx(0.5)
+        step.model.temperature.fill_(-1.0)
+        out = step(**batch)
     assert out.temperature.item() == pytest.approx(0.001)
     cosine = out.text_embeds @ out.image_embeds.t()
     torch.testing.assert_close(out.logits_per_text, cosine / 0.001)
 
 
 def test_mismatched_inputs_are_refused_with_a_clear_error():
-    model = IVTForPreTraining(tiny_pretraining_config()).eval()
+    step = objective(tiny_pretraining_config())
     batch = _batch()
-    batch["pair_ids"] = batch["pair_ids"][:3]
-    with pytest.raises(ValueError, match="4 captions, 4 images and 3 pair_ids"):
-        model(**batch)
+    with pytest.raises(ValueError, match="4 captions and 3 images"):
+        step.model(batch["input_ids"], batch["pixel_values"][:3], batch["attention_mask"])
+    with pytest.raises(ValueError, match="4 pairs and 3 pair_ids"):
+        step(**{**batch, "pair_ids": batch["pair_ids"][:3]})
+    with pytest.raises(ValueError, match="mlm_input_ids and mlm_labels together"):
+        step(**{**batch, "mlm_labels": None})
 
 
 def test_mlm_logits_cover_the_masked_positions_and_match_the_head_on_the_full_sequence():
     torch.manual_seed(0)
-    model = IVTForPreTraining(tiny_pretraining_config()).eval()
+    step = objective(tiny_pretraining_config())
+    model = step.model
     batch = _batch()
     batch["mlm_labels"][0, 4] = batch["input_ids"][0, 4]
     with torch.no_grad():
-        out = model(**batch)
+        out = step(**batch)
         masked_text, _ = model._encode(
             model.ivt.text_embeddings(batch["mlm_input_ids"]),
             batch["attention_mask"],
@@ -231,15 +241,15 @@ def test_mlm_logits_cover_the_masked_positions_and_match_the_head_on_the_full_se
 def test_bmm_token_dropping_applies_to_the_pairs_but_not_to_the_masked_captions():
     torch.manual_seed(0)
     model = IVTForPreTraining(tiny_pretraining_config(token_drop_ratio=0.5, cmpm_loss_weight=1.0, drop_path_rate=0.0))
-    model.train()
+    step = PreTrainingObjective(model).train()
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     batch = _batch()
-    dropped = model(**batch, generator=torch.Generator().manual_seed(1))
+    dropped = step(**batch, generator=torch.Generator().manual_seed(1))
     dropped.loss.backward()
     model.config.token_drop_ratio = 0.0
-    kept = model(**batch, generator=torch.Generator().manual_seed(1))
+    kept = step(**batch, generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(dropped.text_embeds, kept.text_embeds)
     # every masked token is still predicted (the image tokens the fusion encoder sees are the dropped ones)
     assert dropped.mlm_logits.shape[0] == (batch["mlm_labels"] != -100).sum() == kept.mlm_logits.shape[0]

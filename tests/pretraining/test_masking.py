@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.pretraining.conftest import make_collator
+from training.loss import PreTrainingObjective
 from training.pretraining_data import MaskingSettings, choose_masked_positions, clean_caption, mask_captions
 
 
@@ -104,7 +105,7 @@ def test_collator_builds_model_inputs_from_corpus_pairs(processor, pairs, pretra
     long_pairs = [{**pair, "caption": "a tall man " * 30} for pair in pairs]  # 90 words, cut at 50, then at 49 tokens
     assert collator(long_pairs)["input_ids"].shape[1] == 50
     with torch.no_grad():
-        out = pretraining_model(**batch)
+        out = PreTrainingObjective(pretraining_model)(**batch)
     assert torch.isfinite(out.loss) and out.mlm_loss is not None
     # same seed, same masks: reproducible
     assert torch.equal(make_collator(processor, seed=0)(pairs)["mlm_input_ids"], batch["mlm_input_ids"])

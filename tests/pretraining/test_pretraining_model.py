@@ -29,9 +29,13 @@ LOAD_WITHOUT_PACKAGE = textwrap.dedent(
     model = AutoModelForPreTraining.from_pretrained({folder!r}, trust_remote_code=True).eval()
     encoder = AutoModel.from_pretrained({folder!r}, trust_remote_code=True).eval()
     with torch.no_grad():
-        out = model(**batch, generator=torch.Generator().manual_seed(0))
+        out = model(batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
+        mlm = model.masked_language_modeling_logits(
+            batch["mlm_input_ids"], batch["attention_mask"], batch["mlm_labels"], out.image_last_hidden_state, None
+        )
         text = encoder.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
-    torch.save({{"loss": out.loss, "text": text, "classes": [type(model).__name__, type(encoder).__name__]}}, {result!r})
+    result = {{"text_embeds": out.text_embeds, "image_embeds": out.image_embeds, "mlm_logits": mlm, "text": text}}
+    torch.save({{**result, "classes": [type(model).__name__, type(encoder).__name__]}}, {result!r})
     """
 )
 
@@ -52,10 +56,18 @@ def test_save_and_reload_with_trust_remote_code_in_a_fresh_process(tmp_path, pre
     }
     reloaded = IVTForPreTraining.from_pretrained(folder).eval()
     assert reloaded.mlm_head.decoder.weight is reloaded.ivt.text_embeddings.word_embeddings.weight
+    inputs = (batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
     with torch.no_grad():
-        local = pretraining_model(**batch, generator=torch.Generator().manual_seed(0))
-        again = reloaded(**batch, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(again.loss, local.loss)
+        local, again = pretraining_model(*inputs), reloaded(*inputs)
+        local_mlm, again_mlm = (
+            model.masked_language_modeling_logits(
+                batch["mlm_input_ids"], batch["attention_mask"], batch["mlm_labels"], out.image_last_hidden_state, None
+            )
+            for model, out in ((pretraining_model, local), (reloaded, again))
+        )
+    torch.testing.assert_close(again_mlm, local_mlm)
+    for name in ("text_embeds", "image_embeds", "text_last_hidden_state", "image_last_hidden_state"):
+        torch.testing.assert_close(getattr(again, name), getattr(local, name))
 
     torch.save(dict(batch), tmp_path / "batch.pt")
     script = LOAD_WITHOUT_PACKAGE.format(
@@ -64,7 +76,9 @@ def test_save_and_reload_with_trust_remote_code_in_a_fresh_process(tmp_path, pre
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300)
     remote = torch.load(tmp_path / "result.pt", weights_only=True)
     assert remote["classes"] == ["IVTForPreTraining", "IVTModel"]
-    torch.testing.assert_close(remote["loss"], local.loss)
+    torch.testing.assert_close(remote["text_embeds"], local.text_embeds)
+    torch.testing.assert_close(remote["image_embeds"], local.image_embeds)
+    torch.testing.assert_close(remote["mlm_logits"], local_mlm)
     with torch.no_grad():
         text = pretraining_model.ivt.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
     torch.testing.assert_close(remote["text"], text)

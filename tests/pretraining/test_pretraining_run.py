@@ -29,14 +29,16 @@ GATHERED_ITC = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     from modeling_ivt import IVTForPreTraining
     from tests.pretraining.conftest import tiny_pretraining_config
+    from training.loss import PreTrainingObjective
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
-    model = IVTForPreTraining(tiny_pretraining_config(hidden_dropout_prob=0.0)).eval()
+    model = IVTForPreTraining(tiny_pretraining_config(hidden_dropout_prob=0.0))
+    step = PreTrainingObjective(model, world_size=accelerator.num_processes).eval()
     batch = torch.load({batch!r}, weights_only=True)
     size = batch["input_ids"].shape[0] // accelerator.num_processes
     rows = slice(accelerator.process_index * size, (accelerator.process_index + 1) * size)
     local = {{name: value[rows] for name, value in batch.items()}}
-    out = model(**local)
+    out = step(**local)
     out.itc_loss.backward()
     grad = model.ivt.final_layer_norm.weight.grad.clone()
     torch.distributed.all_reduce(grad)
@@ -51,7 +53,7 @@ GATHERED_ITC = textwrap.dedent(
     with torch.no_grad():
         for seed in range(8):
             fusion_inputs.clear()
-            model(**local, generator=torch.Generator().manual_seed(seed * n + accelerator.process_index))
+            step(**local, generator=torch.Generator().manual_seed(seed * n + accelerator.process_index))
             texts, _, images, _ = fusion_inputs[0]  # the ITM call: positives, then both kinds of negatives
             for kind, rows in (("text", texts[size : 2 * size]), ("image", images[2 * size :])):
                 own = texts[:size] if kind == "text" else images[:size]
@@ -96,9 +98,11 @@ def test_itc_over_two_processes_equals_one_process_on_the_whole_batch(tmp_path, 
     distributed = torch.load(result, weights_only=True)
     assert distributed["processes"] == 2
 
+    from training.loss import PreTrainingObjective
+
     torch.manual_seed(0)
-    model = IVTForPreTraining(tiny_pretraining_config(hidden_dropout_prob=0.0)).eval()
-    out = model(**batch)
+    model = IVTForPreTraining(tiny_pretraining_config(hidden_dropout_prob=0.0))
+    out = PreTrainingObjective(model).eval()(**batch)
     out.itc_loss.backward()
     torch.testing.assert_close(distributed["loss"], out.itc_loss.detach())
     torch.testing.assert_close(distributed["grad"], model.ivt.final_layer_norm.weight.grad)

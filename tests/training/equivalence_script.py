@@ -8,7 +8,7 @@ import torch
 from accelerate import Accelerator
 
 from modeling_ivt import IVTConfig, IVTModel, cmpm_loss
-from training.loss import distributed_cmpm_loss
+from training.loss import CMPMLoss
 from training.mla import IVTForMLATraining
 
 
@@ -56,11 +56,12 @@ def main(output_file: str) -> None:
     text_levels = [{"input_ids": mine["input_ids"], "attention_mask": mine["attention_mask"]}]
     output = wrapped(mine["pixel_values"], text_levels)
     image_features, text_features = output.image_embeds, output.text_embeds
-    loss = distributed_cmpm_loss(image_features, text_features, mine["person_ids"])
+    loss = CMPMLoss(world_size=accelerator.num_processes)(image_features, text_features, mine["person_ids"])
     accelerator.backward(loss)
     losses = accelerator.gather(loss.detach().reshape(1))
     with torch.no_grad():
-        local_loss = distributed_cmpm_loss(image_features, text_features, mine["person_ids"], local=True)
+        local_cmpm = CMPMLoss(local_loss=True, world_size=accelerator.num_processes)
+        local_loss = local_cmpm(image_features, text_features, mine["person_ids"])
         own_batch_loss = cmpm_loss(image_features, text_features, mine["person_ids"])
     local_losses = accelerator.gather(torch.stack([local_loss, own_batch_loss]).reshape(1, 2))
 

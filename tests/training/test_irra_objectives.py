@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from modeling_ivt import cmpm_loss
 from training.irr import IRRHead, mask_caption_tokens
-from training.loss import identity_loss, masked_token_loss, sdm_loss
+from training.loss import LOSS_NAMES, RetrievalLoss, RetrievalTrainingOutput, identity_loss, masked_token_loss, sdm_loss
 
 MASK_ID, START_ID, END_ID = 49405, 49406, 49407
 
@@ -199,3 +200,24 @@ def test_irr_head_has_irra_names_and_init_and_predicts_only_labelled_positions()
     all_logits = head.mlm_head(head.ln_post(hidden))
     expected = torch.nn.functional.cross_entropy(all_logits.reshape(-1, 300), labels.reshape(-1), ignore_index=0)
     torch.testing.assert_close(masked_token_loss(logits, kept_labels), expected)
+
+
+def test_retrieval_loss_of_one_process_is_each_selected_term_and_refuses_an_unknown_one():
+    generator = torch.Generator().manual_seed(0)
+    output = RetrievalTrainingOutput(
+        image_embeds=torch.randn(4, 8, generator=generator),
+        text_embeds=torch.randn(4, 8, generator=generator),
+        image_logits=torch.randn(4, 3, generator=generator),
+        text_logits=torch.randn(4, 3, generator=generator),
+        irr_logits=torch.randn(5, 11, generator=generator),
+        irr_labels=torch.tensor([3, 0, 7, 7, 0]),
+    )
+    person_ids, class_ids = torch.tensor([5, 9, 5, 2]), torch.tensor([1, 2, 1, 0])
+    terms = RetrievalLoss(LOSS_NAMES, logit_scale=50.0)(output, person_ids, class_ids)
+    assert list(terms) == list(LOSS_NAMES)
+    torch.testing.assert_close(terms["sdm"], sdm_loss(output.image_embeds, output.text_embeds, person_ids, 50.0))
+    torch.testing.assert_close(terms["cmpm"], cmpm_loss(output.image_embeds, output.text_embeds, person_ids))
+    torch.testing.assert_close(terms["id"], identity_loss(output.image_logits, output.text_logits, class_ids))
+    torch.testing.assert_close(terms["irr"], masked_token_loss(output.irr_logits, output.irr_labels))
+    with pytest.raises(ValueError, match="unknown loss 'itc'"):
+        RetrievalLoss(("sdm", "itc"), logit_scale=50.0)

@@ -27,7 +27,7 @@ def observed(monkeypatch):
     """Records, for every training-mode image forward of an IVTModel (one per batch), the autocast state and whether
     gradient checkpointing is on; the dtypes of every Linear output in training mode; and the optimiser steps."""
     record = {"forwards": [], "linear_dtypes": Counter(), "optimizer_steps": 0}
-    original = IVTModel.get_image_features
+    original = IVTModel._image_features  # the image forward of the training path
 
     def spy(self, *args, **kwargs):
         if self.training:
@@ -47,7 +47,7 @@ def observed(monkeypatch):
     def count_step(optimizer, args, kwargs):
         record["optimizer_steps"] += 1
 
-    monkeypatch.setattr(IVTModel, "get_image_features", spy)
+    monkeypatch.setattr(IVTModel, "_image_features", spy)
     handles = [
         torch.nn.modules.module.register_module_forward_hook(linear_hook),
         register_optimizer_step_post_hook(count_step),
