@@ -21,7 +21,7 @@ from modeling_ivt.safe_io import atomic_output, check_replaceable
 from ivt_search.index import EMBEDDINGS_FILE, INDEX_FILE, read_index_metadata
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-PACKAGES = ("ivt_search", "modeling_ivt", "dataset_scripts")
+PACKAGES = ("ivt_search", "modeling_ivt")
 SPACE_FILES = ("app.py", "README.md", "requirements.txt")
 
 

@@ -30,10 +30,10 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from modeling_ivt.embedding import embed_captions, embed_images
 from modeling_ivt.image_utils import ImageTooLargeError, check_image_file, open_image
 from modeling_ivt.loading import embedding_dim
 from modeling_ivt.safe_io import PathOutsideRootError, atomic_output, recover_replaced, resolve_inside
-from training.retrieval import embed_captions, embed_images
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,11 @@ from transformers import AutoModel, AutoProcessor
 
 from dataset_scripts import views
 from local_hub import LocalHub
+from modeling_ivt.embedding import embed_captions, embed_images
 from training.evaluate import main
 from training.metrics import full_sort_retrieval_metrics
 from tests.search.conftest import MODEL_TYPES
-from training.retrieval import embed_captions, embed_images, evaluate_split
+from training.retrieval import evaluate_split
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
