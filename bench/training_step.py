@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from modeling_ivt.safe_io import write_text_atomic
+from modeling_ivt.safe_io import write_json_atomic
 from training.augmentation import TrainAugmentation
 from training.config import parse_config
 from training.engine import build_optimizer_and_scheduler, load_benchmark
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     profile = profile_steps(recipe_args + ["--num_threads", str(args.threads)], args.steps, args.warmup)
     print(format_profile(profile))
-    write_text_atomic(args.output, json.dumps(profile, indent=2) + "\n")
+    write_json_atomic(args.output, profile)
     print(f"JSON written to {args.output}")
     return 0
 
