@@ -22,11 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import set_seed
 from huggingface_hub import ModelCard
 from tqdm.auto import tqdm
 from transformers import AutoProcessor
@@ -36,31 +34,18 @@ from dataset_scripts.views import training_pairs
 from modeling_ivt import IVTConfig, IVTForPreTraining
 from modeling_ivt.conversion_utils import load_state_dict_file, save_model_folder
 from modeling_ivt.convert_pretraining import pretraining_from_ivt
-from modeling_ivt.hub_utils import push_folder_to_hub
-from modeling_ivt.safe_io import atomic_output
 
 from .augmentation import TrainAugmentation
 from .config import TrainingConfig
-from .engine import (
-    TrainingProgress,
-    build_optimizer_and_scheduler,
-    create_accelerator,
-    derived_seed,
-    load_benchmark,
-    prepare_output_dir,
-    set_num_threads,
-    tracker_config,
-    write_json_atomically,
-)
+from .engine import TrainingProgress, build_optimizer_and_scheduler, derived_seed
 from .checkpointing import CheckpointManager
 from .initialization import build_model_and_processor, checkpoint_overrides
 from .pretraining_data import MaskingSettings, PretrainingCollator
 from .retrieval import evaluate_split
+from .stage import load_benchmark, start_stage, tracker_config
 
 logger = logging.getLogger(__name__)
 
-BEST_DIR = "best"
-RESULTS_FILE = "results.json"
 LOSS_NAMES = ("loss", "itc_loss", "itm_loss", "mlm_loss", "cmpm_loss")
 
 
@@ -206,22 +191,14 @@ Load the pre-training model with `AutoModelForPreTraining` or only its dual enco
 
 def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     """Pre-train, save `best/` (the final model) and `results.json`; returns the results."""
-    start_time = start_time or time.time()
     if config.max_train_steps is None:
         raise ValueError("--stage pretrain reads the corpus as an endless stream: set --max_train_steps")
-    set_num_threads(config.num_threads)
-    accelerator = create_accelerator(
-        config.output_dir,
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        report_to=config.report_to,
-    )
-    output_dir = prepare_output_dir(config, accelerator)
+    stage = start_stage(config, start_time)
+    accelerator, output_dir = stage.accelerator, stage.output_dir
     dataset_dict = None
     if config.generate_benchmark or Path(config.dataset).is_dir():
         dataset_dict = load_benchmark(config, accelerator)
 
-    set_seed(config.seed)
     model, processor, init_source = build_pretraining_model(config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -329,9 +306,8 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     accelerator.wait_for_everyone()
 
     unwrapped = accelerator.unwrap_model(model)
-    best_dir = output_dir / BEST_DIR
     if accelerator.is_main_process:
-        save_model_folder(unwrapped, processor, best_dir, overwrite=True)
+        save_model_folder(unwrapped, processor, stage.best_dir, overwrite=True)
     test_metrics = None
     if dataset_dict is not None and config.test_split:
         unwrapped.eval()
@@ -342,27 +318,17 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         accelerator.log(
             {f"test/zero_shot_{name}": value for name, value in test_metrics.items()}, step=progress.global_step
         )
-    results = {
-        "wall_time_s": None,
-        "time_to_final_metrics_s": round(time.time() - start_time, 1),
-        "test": test_metrics,
-        "validation": None,
-        "best_epoch": progress.epoch,
-        "num_processes": accelerator.num_processes,
-        "effective_batch_size": effective_batch_size,
-        "seed": config.seed,
-        "trained_steps": progress.global_step,
-        "corpus_passes": stream.passes,
-        "final_losses": last_losses,
-        "config": config.to_dict(),
-    }
-    if accelerator.is_main_process:
-        with atomic_output(best_dir / "README.md") as partial_card:
-            pretraining_model_card(config, init_source, results).save(partial_card)
-        if config.push_to_hub:
-            push_folder_to_hub(best_dir, config.push_to_hub, commit_message="IVT pre-trained with ITC + ITM + MLM")
-        results["wall_time_s"] = round(time.time() - start_time, 1)
-        write_json_atomically(output_dir / RESULTS_FILE, results)
-    accelerator.wait_for_everyone()  # no process tears the group down while the main one still writes or pushes
-    accelerator.end_training()
-    return results
+    results = stage.results(
+        test=test_metrics,
+        validation=None,
+        best_epoch=progress.epoch,
+        effective_batch_size=effective_batch_size,
+        trained_steps=progress.global_step,
+        corpus_passes=stream.passes,
+        final_losses=last_losses,
+    )
+    return stage.finish(
+        results,
+        lambda: pretraining_model_card(config, init_source, results),
+        commit_message="IVT pre-trained with ITC + ITM + MLM",
+    )

@@ -51,7 +51,7 @@ class EpochBatchSampler:
 class IdentityBatchSampler(EpochBatchSampler):
     """
     Yields, for one process, batches of `ids_per_batch` distinct identities with `pairs_per_id` pairs each, as lists
-    of `(pair_index, item_seed)` keys (see `MLATrainingDataset`).
+    of `(pair_index, item_seed)` keys (see `IVTTrainingDataset`).
 
     Each epoch (seeded by `seed` and the epoch number) every identity's pairs are shuffled and cut into chunks of K
     (an identity with fewer than K pairs is filled up by drawing its pairs again); batches then take one chunk from each
