@@ -169,6 +169,20 @@ class TrainingProgress:
             setattr(self, name, value)
 
 
+def backward_and_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: float | None) -> None:
+    """
+    Inside `accelerator.accumulate(model)`: the backward pass of `loss`, then, on the micro-batch that completes an
+    accumulation, gradient clipping to `max_grad_norm` (when set), the optimiser step and the schedule step.
+    """
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm is not None:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    if accelerator.sync_gradients:
+        scheduler.step()
+    optimizer.zero_grad()
+
+
 def batch_to_device(batch, device):
     """The batch with every tensor in it (nested in dicts and lists, as IVT's text levels are) on `device`."""
     if isinstance(batch, torch.Tensor):

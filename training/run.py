@@ -34,7 +34,13 @@ from modeling_ivt.cli import user_errors  # noqa: E402
 from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
 from training.augmentation import IRRATrainAugmentation, TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
-from training.engine import TrainingProgress, batch_to_device, build_optimizer_and_scheduler, derived_seed  # noqa: E402
+from training.engine import (  # noqa: E402
+    TrainingProgress,
+    backward_and_step,
+    batch_to_device,
+    build_optimizer_and_scheduler,
+    derived_seed,
+)
 from training.checkpointing import CheckpointManager  # noqa: E402
 from training.initialization import build_irra_model_and_processor, build_model_and_processor  # noqa: E402
 from training.irra_training import IRRAForRetrievalTraining, IRRATrainingDataset, collate_irra_items  # noqa: E402
@@ -164,13 +170,7 @@ def train_one_epoch(
                 model(**batch), person_ids, classes, config.finetune.loss_names, 1.0 / config.finetune.temperature, config.finetune.local_loss
             )
             loss = sum(terms.values())
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            if accelerator.sync_gradients:
-                scheduler.step()
-            optimizer.zero_grad()
+            backward_and_step(accelerator, model, optimizer, scheduler, loss, config.max_grad_norm)
         sampler.batches_consumed += 1
         running_loss += loss.detach().float().item()
         running_count += 1
