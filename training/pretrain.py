@@ -37,7 +37,7 @@ from modeling_ivt.convert_pretraining import pretraining_from_ivt
 
 from .augmentation import TrainAugmentation
 from .config import TrainingConfig
-from .engine import TrainingProgress, build_optimizer_and_scheduler, derived_seed
+from .engine import TrainingProgress, backward_and_step, build_optimizer_and_scheduler, derived_seed
 from .checkpointing import CheckpointManager
 from .initialization import build_model_and_processor, checkpoint_overrides
 from .pretraining_data import MaskingSettings, PretrainingCollator
@@ -267,13 +267,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         generator = torch.Generator(generator_device).manual_seed(draw_seed)
         with accelerator.accumulate(model):
             outputs = model(**batch, generator=generator)
-            accelerator.backward(outputs.loss)
-            if accelerator.sync_gradients and config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            if accelerator.sync_gradients:
-                scheduler.step()
-            optimizer.zero_grad()
+            backward_and_step(accelerator, model, optimizer, scheduler, outputs.loss, config.max_grad_norm)
         stream.batches_consumed += 1
         for name in LOSS_NAMES:
             value = getattr(outputs, name)
