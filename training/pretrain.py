@@ -37,12 +37,11 @@ from modeling_ivt.convert_pretraining import pretraining_from_ivt
 
 from .augmentation import TrainAugmentation
 from .config import TrainingConfig
-from .engine import TrainingProgress, backward_and_step, build_optimizer_and_scheduler, derived_seed
-from .checkpointing import CheckpointManager
+from .engine import backward_and_step, build_optimizer_and_scheduler, derived_seed
 from .initialization import build_model_and_processor, checkpoint_overrides
 from .pretraining_data import MaskingSettings, PretrainingCollator
 from .retrieval import evaluate_split
-from .stage import load_benchmark, start_stage, tracker_config
+from .stage import load_benchmark, start_stage
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +193,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     if config.max_train_steps is None:
         raise ValueError("--stage pretrain reads the corpus as an endless stream: set --max_train_steps")
     stage = start_stage(config, start_time)
-    accelerator, output_dir = stage.accelerator, stage.output_dir
+    accelerator = stage.accelerator
     dataset_dict = None
     if config.generate_benchmark or Path(config.dataset).is_dir():
         dataset_dict = load_benchmark(config, accelerator)
@@ -228,14 +227,9 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     total_steps = config.max_train_steps
     steps_per_epoch = max(1, total_steps // config.num_epochs)
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    progress = TrainingProgress()
-    checkpoints = CheckpointManager(
-        accelerator, output_dir, config.checkpoints_total_limit, {"stream": stream, "scheduler": scheduler, "progress": progress}
+    model, optimizer, progress, checkpoints = stage.prepare_training(
+        model, optimizer, scheduler, {"stream": stream}, "ivt-pretraining"
     )
-    if config.resume_from_checkpoint:
-        checkpoints.resume(config.resume_from_checkpoint)
-    accelerator.init_trackers("ivt-pretraining", config=tracker_config(config))
     effective_batch_size = config.pretrain.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     if config.mla:
         logger.info("MLA: every pair is trained as 3 (view, text level) pairs sharing its pair id")

@@ -35,13 +35,11 @@ from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
 from training.augmentation import IRRATrainAugmentation, TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
 from training.engine import (  # noqa: E402
-    TrainingProgress,
     backward_and_step,
     batch_to_device,
     build_optimizer_and_scheduler,
     derived_seed,
 )
-from training.checkpointing import CheckpointManager  # noqa: E402
 from training.initialization import build_irra_model_and_processor, build_model_and_processor  # noqa: E402
 from training.irra_training import IRRAForRetrievalTraining, IRRATrainingDataset, collate_irra_items  # noqa: E402
 from training.loss import contiguous_class_ids, retrieval_loss_terms  # noqa: E402
@@ -57,7 +55,6 @@ from training.stage import (  # noqa: E402
     configure_logging,
     load_benchmark,
     start_stage,
-    tracker_config,
 )
 from training.text_levels import caption_word_starts  # noqa: E402
 
@@ -191,7 +188,7 @@ def train_one_epoch(
 def finetune(config: TrainingConfig, start_time: float | None = None) -> dict:
     """Train, select on validation, evaluate on test, save `best/` and `results.json`; returns the results."""
     stage = start_stage(config, start_time)
-    accelerator, output_dir = stage.accelerator, stage.output_dir
+    accelerator = stage.accelerator
     dataset_dict = load_benchmark(config, accelerator)
     check_splits(config, dataset_dict)
     pairs = select_training_pairs(config, dataset_dict)
@@ -222,14 +219,9 @@ def finetune(config: TrainingConfig, start_time: float | None = None) -> dict:
         loaded = wrapped.load_training_heads(head_tensors)
         logger.info("training heads from %s: %d of %d tensors loaded", init_source, len(loaded), len(head_tensors))
     optimizer, scheduler = build_optimizer_and_scheduler(wrapped, config, steps_per_epoch, total_steps)
-    model, optimizer = accelerator.prepare(wrapped, optimizer)
-    progress = TrainingProgress()
-    checkpoints = CheckpointManager(
-        accelerator, output_dir, config.checkpoints_total_limit, {"sampler": sampler, "scheduler": scheduler, "progress": progress}
+    model, optimizer, progress, checkpoints = stage.prepare_training(
+        wrapped, optimizer, scheduler, {"sampler": sampler}, "ivt"
     )
-    if config.resume_from_checkpoint:
-        checkpoints.resume(config.resume_from_checkpoint)
-    accelerator.init_trackers("ivt", config=tracker_config(config))
 
     effective_batch_size = config.finetune.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
     logger.info(

@@ -27,7 +27,9 @@ from dataset_scripts.generate import ensure_generated_benchmark
 from modeling_ivt.hub_utils import push_folder_to_hub
 from modeling_ivt.safe_io import atomic_output, write_json_atomic
 
+from .checkpointing import CheckpointManager
 from .config import TrainingConfig
+from .engine import TrainingProgress
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +152,26 @@ class Stage:
     def best_dir(self) -> Path:
         """Where the stage's final model goes, with its processor and card."""
         return self.output_dir / BEST_DIR
+
+    def prepare_training(self, model, optimizer, scheduler, data_position: dict, tracker_project: str):
+        """
+        The model and optimiser prepared by the accelerator, a new `TrainingProgress`, and the checkpoints that save
+        them with the scheduler and `data_position` (`{name: sampler or stream}`, what makes a resume exact); resumed
+        from `--resume_from_checkpoint` when given; the trackers started. Returns (model, optimizer, progress,
+        checkpoints).
+        """
+        model, optimizer = self.accelerator.prepare(model, optimizer)
+        progress = TrainingProgress()
+        checkpoints = CheckpointManager(
+            self.accelerator,
+            self.output_dir,
+            self.config.checkpoints_total_limit,
+            {**data_position, "scheduler": scheduler, "progress": progress},
+        )
+        if self.config.resume_from_checkpoint:
+            checkpoints.resume(self.config.resume_from_checkpoint)
+        self.accelerator.init_trackers(tracker_project, config=tracker_config(self.config))
+        return model, optimizer, progress, checkpoints
 
     def results(
         self, *, test: dict | None, validation: dict | None, best_epoch, effective_batch_size: int, trained_steps: int, **details
