@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCard
-from tqdm.auto import tqdm
 from transformers import AutoProcessor
 
 from dataset_scripts.pretraining import pair_corpus
@@ -242,13 +241,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     )
 
     model.train()
-    bar = tqdm(
-        total=total_steps,
-        initial=progress.global_step,
-        desc="Pre-training",
-        unit="step",
-        disable=not accelerator.is_local_main_process,
-    )
+    bar = stage.step_bar(total_steps, progress.global_step, "Pre-training")
     generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
     running: dict[str, list[float]] = {}
     last_losses: dict[str, float] = {}

@@ -26,7 +26,6 @@ if __package__ in (None, ""):
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from dataset_scripts.generate import BENCHMARK_NAME  # noqa: E402
 from dataset_scripts.views import training_pairs  # noqa: E402
@@ -235,13 +234,7 @@ def finetune(config: TrainingConfig, start_time: float | None = None) -> dict:
     )
     best_dir = stage.best_dir
     validation = dataset_dict[config.finetune.validation_split] if config.finetune.validation_split else None
-    bar = tqdm(
-        total=total_steps,
-        initial=progress.global_step,
-        desc="Training",
-        unit="step",
-        disable=not accelerator.is_local_main_process,
-    )
+    bar = stage.step_bar(total_steps, progress.global_step, "Training")
     while progress.epoch < config.num_epochs and progress.global_step < total_steps:
         sampler.set_epoch(progress.epoch)
         train_one_epoch(

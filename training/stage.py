@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from huggingface_hub import ModelCard
+from tqdm.auto import tqdm
 
 from dataset_scripts.generate import ensure_generated_benchmark
 from modeling_ivt.hub_utils import push_folder_to_hub
@@ -172,6 +173,16 @@ class Stage:
             checkpoints.resume(self.config.resume_from_checkpoint)
         self.accelerator.init_trackers(tracker_project, config=tracker_config(self.config))
         return model, optimizer, progress, checkpoints
+
+    def step_bar(self, total_steps: int, done_steps: int, description: str) -> tqdm:
+        """A progress bar over the optimiser steps, from those a resume already did; shown by each machine's main process."""
+        return tqdm(
+            total=total_steps,
+            initial=done_steps,
+            desc=description,
+            unit="step",
+            disable=not self.accelerator.is_local_main_process,
+        )
 
     def results(
         self, *, test: dict | None, validation: dict | None, best_epoch, effective_batch_size: int, trained_steps: int, **details
