@@ -1,6 +1,6 @@
 """The pre-training stage (`training/run.py --stage pretrain`): ITC + ITM + MLM (optionally CMPM) on an
 image-caption corpus, with the fine-tuning stage's accelerator, optimiser, schedule, checkpoint/resume and tracker
-machinery (training.engine).
+machinery (training.stage, training.engine).
 
     accelerate launch training/run.py --stage pretrain --config training/configs/pretrain.yaml --pretrain.corpus pairs.json
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 training/run.py --stage pretrain ...  # 2 CPU processes
