@@ -163,8 +163,8 @@ MUTANTS = [
     # --- sampler ----------------------------------------------------------------------------------------------------
     Mutant(
         "every-process-takes-the-same-batches", "sampler", "option ignored", "training/sampler.py",
-        "mine = batches[self.rank :: self.num_replicas][:per_process]",
-        "mine = batches[:per_process]",
+        "return batches[self.rank :: self.num_replicas][:per_process]",
+        "return batches[:per_process]",
         SAMPLER_TESTS,
     ),
     Mutant(
