@@ -1,5 +1,5 @@
-"""The text levels of multi-level alignment (MLA, ivt_spec.md section 3): from one training caption its sentence,
-one phrase and a few words, and the released rules for counting and cutting a caption's words.
+"""The text levels of multi-level alignment (MLA): from one training caption its sentence, one phrase and a few
+words; and the released rules for counting and cutting a caption's words.
 
 Word level: the generated benchmark stores the phrases of each image's visible attributes (`attributes` column), and
 those are used as they are. Where a record has no attribute phrases (the real CUHK-PEDES release; the authors'
