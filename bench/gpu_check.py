@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from modeling_ivt import IVTConfig, IVTModel
-from modeling_ivt.safe_io import write_text_atomic
+from modeling_ivt.safe_io import write_json_atomic
 from training.loss import CMPMLoss
 from training.metrics import DEFAULT_CHUNK_SIZE, retrieval_metrics
 
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output
     if output is None:
         output = Path("bench/results") / f"gpu-{report['device_name'].replace(' ', '-').lower()}.json"
-    write_text_atomic(output, json.dumps(report, indent=2) + "\n")
+    write_json_atomic(output, report)
     print(f"JSON report written to {output}")
     return 0
 

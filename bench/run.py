@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from modeling_ivt.cli import CommandParser
-from modeling_ivt.safe_io import write_text_atomic
+from modeling_ivt.safe_io import write_json_atomic
 from training.metrics import DEFAULT_CHUNK_SIZE
 
 from .evaluation_scale import measure_evaluation
@@ -287,11 +287,6 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Write atomically (a reader never sees half a file)."""
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a few seconds, for a smoke test")
@@ -316,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     for precision, profile in report["profiles"].items():
         print(f"\nTop operators, image embedding, {precision} (torch.profiler, self CPU time):\n{profile}")
-    write_json(args.output, report)
+    write_json_atomic(args.output, report)
     if args.profile_output:
         args.profile_output.write_text(
             "\n\n".join(f"{precision}\n{profile}" for precision, profile in report["profiles"].items()),

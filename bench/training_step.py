@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,13 +20,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from modeling_ivt.safe_io import write_text_atomic
+from modeling_ivt.safe_io import write_json_atomic
 from training.augmentation import TrainAugmentation
 from training.config import parse_config
-from training.engine import build_optimizer_and_scheduler, load_benchmark
+from training.engine import build_optimizer_and_scheduler
+from training.stage import load_benchmark
 from training.initialization import build_model_and_processor
 from training.loss import CMPMLoss
-from training.mla import IVTForMLATraining, MLACollator, MLATrainingDataset
+from training.ivt_training import IVTForRetrievalTraining, IVTTrainingCollator, IVTTrainingDataset
 from training.run import select_training_pairs
 from training.sampler import IdentityBatchSampler
 
@@ -43,18 +43,18 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
     augmentation = TrainAugmentation(
         tuple(model.config.image_size), config.pad, config.flip_prob, config.erasing_prob, config.augment
     )
-    dataset = MLATrainingDataset(pairs, augmentation, config.mla, config.word_max_phrases, config.word_level)
+    dataset = IVTTrainingDataset(pairs, augmentation, config.mla, config.word_max_phrases, config.word_level)
     for index in range(len(dataset)):
         dataset.resized_image(index)
     sampler = IdentityBatchSampler(
         dataset.person_ids, config.finetune.ids_per_batch, config.finetune.pairs_per_id, seed=config.seed
     )
-    collate = MLACollator(processor.tokenizer, config.max_text_length)
+    collate = IVTTrainingCollator(processor.tokenizer, config.max_text_length)
     steps_per_epoch = sampler.batches_per_epoch(0)
     optimizer, scheduler = build_optimizer_and_scheduler(
         model, config, steps_per_epoch, steps_per_epoch * config.num_epochs
     )
-    trained, optimizer = accelerator.prepare(IVTForMLATraining(model), optimizer)
+    trained, optimizer = accelerator.prepare(IVTForRetrievalTraining(model), optimizer)
     seconds = collections.Counter()
 
     def timed(part, fn):
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     profile = profile_steps(recipe_args + ["--num_threads", str(args.threads)], args.steps, args.warmup)
     print(format_profile(profile))
-    write_text_atomic(args.output, json.dumps(profile, indent=2) + "\n")
+    write_json_atomic(args.output, profile)
     print(f"JSON written to {args.output}")
     return 0
 

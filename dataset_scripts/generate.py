@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
 from modeling_ivt.cli import CommandParser, user_errors
-from modeling_ivt.safe_io import replace_path, write_text_atomic
+from modeling_ivt.safe_io import atomic_output, write_text_atomic
 
 from .build import build_benchmark, format_counts_table, split_counts
 
@@ -867,15 +867,16 @@ def ensure_generated_benchmark(
             logger.info("Reusing %s at %s", BENCHMARK_NAME, output_dir)
             return datasets.load_from_disk(str(output_dir))
         logger.info("Generating %s at %s with %s", BENCHMARK_NAME, output_dir, settings)
-        with tempfile.TemporaryDirectory(prefix=".drawn-pedestrians-", dir=output_dir.parent) as workspace:
-            workspace = Path(workspace)
-            generate_raw(workspace / "raw", settings, num_workers=num_workers)
-            built = build_benchmark("cuhk-pedes", workspace / "raw", workspace / "built")
+        with (
+            tempfile.TemporaryDirectory(prefix=".drawn-pedestrians-raw-", dir=output_dir.parent) as raw_root,
+            atomic_output(output_dir, directory=True) as staged,
+        ):
+            generate_raw(Path(raw_root), settings, num_workers=num_workers)
+            built = build_benchmark("cuhk-pedes", raw_root, staged, overwrite=True)
             card = generated_dataset_card(recorded, split_counts(built))
             del built
-            (workspace / "built" / "README.md").write_text(card, encoding="utf-8")
-            (workspace / "built" / GENERATION_INFO_FILE).write_text(json.dumps(recorded, indent=2), encoding="utf-8")
-            replace_path(workspace / "built", output_dir)
+            (staged / "README.md").write_text(card, encoding="utf-8")
+            (staged / GENERATION_INFO_FILE).write_text(json.dumps(recorded, indent=2), encoding="utf-8")
     return datasets.load_from_disk(str(output_dir))
 
 

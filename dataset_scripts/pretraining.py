@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from modeling_ivt.cli import CommandParser, user_errors
-from modeling_ivt.safe_io import check_replaceable, replace_path
+from modeling_ivt.safe_io import atomic_output, check_replaceable
 
 
 logger = logging.getLogger(__name__)
@@ -219,13 +219,13 @@ def save_pairs(corpus: PairCorpus, output_dir: str | os.PathLike, overwrite: boo
     def pairs():
         yield from tqdm(corpus, desc="Reading pairs", unit="pair", mininterval=1.0)
 
-    with tempfile.TemporaryDirectory(prefix=f".{output_dir.name}.building-", dir=output_dir.parent) as staging:
-        dataset = datasets.Dataset.from_generator(
-            pairs, features=PAIR_FEATURES, cache_dir=str(Path(staging) / "cache")
-        )
-        dataset.save_to_disk(str(Path(staging) / "pairs"))
+    with (
+        tempfile.TemporaryDirectory(prefix=f".{output_dir.name}.cache-", dir=output_dir.parent) as cache_dir,
+        atomic_output(output_dir, directory=True) as staged,
+    ):
+        dataset = datasets.Dataset.from_generator(pairs, features=PAIR_FEATURES, cache_dir=cache_dir)
+        dataset.save_to_disk(str(staged))
         del dataset
-        replace_path(Path(staging) / "pairs", output_dir, overwrite)
     return datasets.load_from_disk(str(output_dir))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import logging
 import os
 import secrets
@@ -155,6 +156,11 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
     return Path(target)
 
 
+def write_json_atomic(target: str | os.PathLike, payload, indent: int = 2) -> Path:
+    """Write `payload` as indented JSON (ending with a newline) to `target` through `atomic_output`."""
+    return write_text_atomic(target, json.dumps(payload, indent=indent) + "\n")
+
+
 def check_replaceable(target: str | os.PathLike, kind_marker: str, inputs=(), what: str = "output") -> None:
     """
     Refuse to overwrite `target` unless it is a previous output of the same kind (it holds `kind_marker`) and holds
@@ -199,5 +205,6 @@ __all__ = [
     "replace_path",
     "resolve_inside",
     "staging_path",
+    "write_json_atomic",
     "write_text_atomic",
 ]

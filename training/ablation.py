@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from modeling_ivt.safe_io import write_text_atomic
+from training.metrics import METRIC_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-METRIC_NAMES = ("R@1", "R@5", "R@10", "mAP", "mINP")
 VARIANTS = {
     "CMPM only": ["--no-mla", "--model.token_drop_ratio", "0"],
     "+ MLA": ["--mla", "--model.token_drop_ratio", "0"],

@@ -1,63 +1,15 @@
-"""Reusable training machinery of every stage: accelerator and trackers, optimiser and learning-rate schedule,
-progress state, checkpoints and exact resume, deterministic per-step randomness."""
+"""The training loop's machinery, shared by every stage: optimiser and learning-rate schedule, progress state,
+deterministic per-step randomness, batches on the device. How a stage starts and ends is training.stage's."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import logging
 import math
-import os
 import random
-import shutil
-import tempfile
-from pathlib import Path
 
-import datasets
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
-
-from dataset_scripts.generate import ensure_generated_benchmark
-from modeling_ivt.safe_io import write_text_atomic
 
 from .config import TrainingConfig
 from .irra_recipe import build_irra_optimizer, build_irra_scheduler
-
-logger = logging.getLogger(__name__)
-
-def create_accelerator(
-    output_dir,
-    mixed_precision: str = "no",
-    gradient_accumulation_steps: int = 1,
-    report_to: str = "tensorboard",
-) -> Accelerator:
-    """
-    An Accelerator whose trackers log to `output_dir` (`report_to` "none" disables them; TensorBoard is skipped with a
-    warning when it is not installed); checkpoints are `training.checkpointing`'s.
-    """
-    log_with = None
-    if report_to != "none":
-        log_with = report_to.split(",") if report_to != "all" else "all"
-        if log_with == ["tensorboard"] and not (
-            importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
-        ):
-            logger.warning("TensorBoard is not installed: training runs without a tracker")
-            log_with = None
-    project_config = ProjectConfiguration(
-        project_dir=str(output_dir),
-        logging_dir=str(Path(output_dir) / "logs"),
-    )
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        log_with=log_with,
-        project_config=project_config,
-    )
-    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        # accelerate would silently train in fp32: it has no fp16 autocast with loss scaling on a CPU
-        raise ValueError("--mixed_precision fp16 needs a GPU (fp16 autocast with loss scaling); on a CPU use bf16")
-    return accelerator
 
 
 def derived_seed(*parts) -> int:
@@ -217,66 +169,26 @@ class TrainingProgress:
             setattr(self, name, value)
 
 
-def set_num_threads(num_threads: int | None) -> None:
-    """Apply `--num_threads`; 0 shares this machine's usable cores among its training processes.
-
-    `accelerate launch` without `--cpu` sets OMP_NUM_THREADS=1, which leaves all but one core idle on a CPU machine.
+def backward_and_step(accelerator, model, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: float | None) -> None:
     """
-    if num_threads is None:
-        return
-    if num_threads == 0:
-        processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        num_threads = max(usable_cores // processes_here, 1)
-    torch.set_num_threads(num_threads)
+    Inside `accelerator.accumulate(model)`: the backward pass of `loss`, then, on the micro-batch that completes an
+    accumulation, gradient clipping to `max_grad_norm` (when set), the optimiser step and the schedule step.
+    """
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm is not None:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    if accelerator.sync_gradients:
+        scheduler.step()
+    optimizer.zero_grad()
 
 
-def load_benchmark(config: TrainingConfig, accelerator) -> datasets.DatasetDict:
-    """The built benchmark; generated first (by the main process, the others wait) when `generate_benchmark` is set."""
-    if config.generate_benchmark:
-        with accelerator.main_process_first():
-            return ensure_generated_benchmark(config.dataset, config.generator)
-    if not Path(config.dataset).is_dir():
-        raise FileNotFoundError(
-            f"--dataset {config.dataset}: no built benchmark there; build one with python -m dataset_scripts.build "
-            "(or pass --generate_benchmark for Drawn Pedestrians)"
-        )
-    return datasets.load_from_disk(config.dataset)
-
-
-def prepare_output_dir(config: TrainingConfig, accelerator) -> Path:
-    output_dir = Path(config.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=output_dir).close()
-    except PermissionError as error:
-        raise PermissionError(
-            f"--output_dir {output_dir}: cannot write there ({error.strerror}: {error.filename}); choose a folder you can write"
-        ) from None
-    checkpoints = output_dir / "checkpoints"
-    if config.resume_from_checkpoint is None and checkpoints.is_dir() and any(checkpoints.iterdir()):
-        if not config.overwrite_output_dir:
-            raise FileExistsError(
-                f"{output_dir} already holds checkpoints: pass --resume_from_checkpoint latest to continue that run or "
-                "--overwrite_output_dir to start over"
-            )
-        if accelerator.is_main_process:
-            shutil.rmtree(checkpoints)
-    accelerator.wait_for_everyone()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
-
-
-def write_json_atomically(path: Path, payload: dict) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2))
-
-
-def tracker_config(config: TrainingConfig) -> dict:
-    """Hyperparameters as TensorBoard accepts them: flat names (`model.hidden_size`), no None, no lists."""
-    flat = {}
-    for name, value in config.to_dict().items():
-        items = value.items() if isinstance(value, dict) else [(None, value)]
-        for inner, inner_value in items:
-            key = f"{name}.{inner}" if inner else name
-            flat[key] = inner_value if isinstance(inner_value, (int, float, str, bool)) else str(inner_value)
-    return flat
+def batch_to_device(batch, device):
+    """The batch with every tensor in it (nested in dicts and lists, as IVT's text levels are) on `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {name: batch_to_device(value, device) for name, value in batch.items()}
+    if isinstance(batch, list):
+        return [batch_to_device(value, device) for value in batch]
+    return batch

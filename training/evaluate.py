@@ -9,7 +9,6 @@ accelerate launch --multi_gpu --num_processes 2 training/evaluate.py ...   (embe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,22 +26,9 @@ from modeling_ivt.loading import (  # noqa: E402
     add_trust_remote_code_argument,
     load_model_and_processor,
 )
-from modeling_ivt.safe_io import write_text_atomic  # noqa: E402
-from training.metrics import METRIC_NAMES  # noqa: E402
+from modeling_ivt.safe_io import write_json_atomic  # noqa: E402
+from training.metrics import metrics_table  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
-
-
-def format_metrics_table(metrics: dict[str, float]) -> str:
-    """A Markdown table with one column per metric, two decimals."""
-    header = "| " + " | ".join(METRIC_NAMES) + " |"
-    rule = "|" + "|".join("---:" for _ in METRIC_NAMES) + "|"
-    values = "| " + " | ".join(f"{metrics[name]:.2f}" for name in METRIC_NAMES) + " |"
-    return "\n".join([header, rule, values])
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write atomically: a reader never sees half a file."""
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
@@ -82,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if not accelerator.is_main_process:
         return 0
     print(f"{args.model} on {args.dataset} ({args.split}, {len(split_ds)} gallery images)")
-    print(format_metrics_table(metrics))
+    print(metrics_table(metrics))
     if args.output is not None:
         num_queries = sum(len(captions) for captions in split_ds["captions"])
-        write_json(
+        write_json_atomic(
             args.output,
             {
                 "model": args.model,

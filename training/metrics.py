@@ -224,4 +224,14 @@ def full_sort_retrieval_metrics(
     return {name: 100.0 * float(metrics[name]) for name in METRIC_NAMES}
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "METRIC_NAMES", "full_sort_retrieval_metrics", "retrieval_metrics"]
+def metrics_table(metrics: dict[str, float] | None) -> str:
+    """The five metrics as a one-row markdown table, two decimals (what the scripts print and the model card shows)."""
+    if not metrics:
+        return "(not evaluated)"
+    header = "| " + " | ".join(METRIC_NAMES) + " |"
+    rule = "|" + "---:|" * len(METRIC_NAMES)
+    row = "| " + " | ".join(f"{metrics[name]:.2f}" for name in METRIC_NAMES) + " |"
+    return "\n".join([header, rule, row])
+
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "METRIC_NAMES", "full_sort_retrieval_metrics", "metrics_table", "retrieval_metrics"]

@@ -10,9 +10,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from modeling_ivt.hub_utils import PIPELINE_TAG, RISKS, TAGS, USAGE
 
 from .config import TrainingConfig
+from .metrics import METRIC_NAMES, metrics_table
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
-METRIC_NAMES = ("R@1", "R@5", "R@10", "mAP", "mINP")
 METRIC_TYPES = {"R@1": "recall_at_1", "R@5": "recall_at_5", "R@10": "recall_at_10", "mAP": "map", "mINP": "minp"}
 GENERATED_CAVEAT = (
     "Drawn Pedestrians is procedurally drawn: a model trained only on it is a demonstration of the pipeline, not a "
@@ -37,16 +37,6 @@ REAL_CAVEAT = (
     "The benchmark's images were collected from surveillance-style cameras and are licensed for research only; check "
     "that licence before any other use of this model."
 )
-
-
-def metrics_table(metrics: dict[str, float] | None) -> str:
-    """The five retrieval metrics as a one-row markdown table."""
-    if not metrics:
-        return "(not evaluated)"
-    header = "| " + " | ".join(METRIC_NAMES) + " |"
-    rule = "|" + "---:|" * len(METRIC_NAMES)
-    row = "| " + " | ".join(f"{metrics[name]:.2f}" for name in METRIC_NAMES) + " |"
-    return "\n".join([header, rule, row])
 
 
 def _metadata(config: TrainingConfig, dataset_name: str, model_name: str, test_metrics: dict | None) -> ModelCardData:

@@ -1,6 +1,6 @@
 """The pre-training stage (`training/run.py --stage pretrain`): ITC + ITM + MLM (optionally CMPM) on an
 image-caption corpus, with the fine-tuning stage's accelerator, optimiser, schedule, checkpoint/resume and tracker
-machinery (training.engine).
+machinery (training.stage, training.engine).
 
     accelerate launch training/run.py --stage pretrain --config training/configs/pretrain.yaml --pretrain.corpus pairs.json
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 training/run.py --stage pretrain ...  # 2 CPU processes
@@ -22,13 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import set_seed
 from huggingface_hub import ModelCard
-from tqdm.auto import tqdm
 from transformers import AutoProcessor
 
 from dataset_scripts.pretraining import pair_corpus
@@ -36,32 +33,18 @@ from dataset_scripts.views import training_pairs
 from modeling_ivt import IVTConfig, IVTForPreTraining
 from modeling_ivt.conversion_utils import load_state_dict_file, save_model_folder
 from modeling_ivt.convert_pretraining import pretraining_from_ivt
-from modeling_ivt.hub_utils import push_folder_to_hub
-from modeling_ivt.safe_io import atomic_output
 
 from .augmentation import TrainAugmentation
 from .config import TrainingConfig
-from .engine import (
-    TrainingProgress,
-    build_optimizer_and_scheduler,
-    create_accelerator,
-    derived_seed,
-    load_benchmark,
-    prepare_output_dir,
-    set_num_threads,
-    tracker_config,
-    write_json_atomically,
-)
-from .checkpointing import CheckpointManager
+from .engine import backward_and_step, build_optimizer_and_scheduler, derived_seed
 from .initialization import build_model_and_processor, checkpoint_overrides
 from .loss import PreTrainingObjective
 from .pretraining_data import MaskingSettings, PretrainingCollator
 from .retrieval import evaluate_split
+from .stage import load_benchmark, start_stage
 
 logger = logging.getLogger(__name__)
 
-BEST_DIR = "best"
-RESULTS_FILE = "results.json"
 LOSS_NAMES = ("loss", "itc_loss", "itm_loss", "mlm_loss", "cmpm_loss")
 
 
@@ -207,22 +190,14 @@ Load the pre-training model with `AutoModelForPreTraining` or only its dual enco
 
 def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     """Pre-train, save `best/` (the final model) and `results.json`; returns the results."""
-    start_time = start_time or time.time()
     if config.max_train_steps is None:
         raise ValueError("--stage pretrain reads the corpus as an endless stream: set --max_train_steps")
-    set_num_threads(config.num_threads)
-    accelerator = create_accelerator(
-        config.output_dir,
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        report_to=config.report_to,
-    )
-    output_dir = prepare_output_dir(config, accelerator)
+    stage = start_stage(config, start_time)
+    accelerator = stage.accelerator
     dataset_dict = None
     if config.generate_benchmark or Path(config.dataset).is_dir():
         dataset_dict = load_benchmark(config, accelerator)
 
-    set_seed(config.seed)
     model, processor, init_source = build_pretraining_model(config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -252,14 +227,9 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     total_steps = config.max_train_steps
     steps_per_epoch = max(1, total_steps // config.num_epochs)
     optimizer, scheduler = build_optimizer_and_scheduler(model, config, steps_per_epoch, total_steps)
-    objective, optimizer = accelerator.prepare(PreTrainingObjective(model, accelerator.num_processes), optimizer)
-    progress = TrainingProgress()
-    checkpoints = CheckpointManager(
-        accelerator, output_dir, config.checkpoints_total_limit, {"stream": stream, "scheduler": scheduler, "progress": progress}
+    objective, optimizer, progress, checkpoints = stage.prepare_training(
+        PreTrainingObjective(model, stage.accelerator.num_processes), optimizer, scheduler, {"stream": stream}, "ivt-pretraining"
     )
-    if config.resume_from_checkpoint:
-        checkpoints.resume(config.resume_from_checkpoint)
-    accelerator.init_trackers("ivt-pretraining", config=tracker_config(config))
     effective_batch_size = config.pretrain.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     if config.mla:
         logger.info("MLA: every pair is trained as 3 (view, text level) pairs sharing its pair id")
@@ -272,13 +242,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     )
 
     objective.train()
-    bar = tqdm(
-        total=total_steps,
-        initial=progress.global_step,
-        desc="Pre-training",
-        unit="step",
-        disable=not accelerator.is_local_main_process,
-    )
+    bar = stage.step_bar(total_steps, progress.global_step, "Pre-training")
     generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
     running: dict[str, list[float]] = {}
     last_losses: dict[str, float] = {}
@@ -291,13 +255,7 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         generator = torch.Generator(generator_device).manual_seed(draw_seed)
         with accelerator.accumulate(objective):
             outputs = objective(**batch, generator=generator)
-            accelerator.backward(outputs.loss)
-            if accelerator.sync_gradients and config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
-            optimizer.step()
-            if accelerator.sync_gradients:
-                scheduler.step()
-            optimizer.zero_grad()
+            backward_and_step(accelerator, objective, optimizer, scheduler, outputs.loss, config.max_grad_norm)
         stream.batches_consumed += 1
         for name in LOSS_NAMES:
             value = getattr(outputs, name)
@@ -330,9 +288,8 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
     accelerator.wait_for_everyone()
 
     unwrapped = accelerator.unwrap_model(objective).model
-    best_dir = output_dir / BEST_DIR
     if accelerator.is_main_process:
-        save_model_folder(unwrapped, processor, best_dir, overwrite=True)
+        save_model_folder(unwrapped, processor, stage.best_dir, overwrite=True)
     test_metrics = None
     if dataset_dict is not None and config.test_split:
         unwrapped.eval()
@@ -343,27 +300,17 @@ def pretrain(config: TrainingConfig, start_time: float | None = None) -> dict:
         accelerator.log(
             {f"test/zero_shot_{name}": value for name, value in test_metrics.items()}, step=progress.global_step
         )
-    results = {
-        "wall_time_s": None,
-        "time_to_final_metrics_s": round(time.time() - start_time, 1),
-        "test": test_metrics,
-        "validation": None,
-        "best_epoch": progress.epoch,
-        "num_processes": accelerator.num_processes,
-        "effective_batch_size": effective_batch_size,
-        "seed": config.seed,
-        "trained_steps": progress.global_step,
-        "corpus_passes": stream.passes,
-        "final_losses": last_losses,
-        "config": config.to_dict(),
-    }
-    if accelerator.is_main_process:
-        with atomic_output(best_dir / "README.md") as partial_card:
-            pretraining_model_card(config, init_source, results).save(partial_card)
-        if config.push_to_hub:
-            push_folder_to_hub(best_dir, config.push_to_hub, commit_message="IVT pre-trained with ITC + ITM + MLM")
-        results["wall_time_s"] = round(time.time() - start_time, 1)
-        write_json_atomically(output_dir / RESULTS_FILE, results)
-    accelerator.wait_for_everyone()  # no process tears the group down while the main one still writes or pushes
-    accelerator.end_training()
-    return results
+    results = stage.results(
+        test=test_metrics,
+        validation=None,
+        best_epoch=progress.epoch,
+        effective_batch_size=effective_batch_size,
+        trained_steps=progress.global_step,
+        corpus_passes=stream.passes,
+        final_losses=last_losses,
+    )
+    return stage.finish(
+        results,
+        lambda: pretraining_model_card(config, init_source, results),
+        commit_message="IVT pre-trained with ITC + ITM + MLM",
+    )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .augmentation import TrainAugmentation
-from .mla import phrase_level, sentence_level, word_level
+from .text_levels import phrase_level, sentence_level, word_level
 
 DELETED_PUNCTUATION = re.compile(r"[,.'!?\"()*#:;~]")
 
@@ -123,7 +123,7 @@ class PretrainingCollator:
     """
     Batches `{"image", "caption", "pair_id"}` pairs for `IVTForPreTraining`: captions tokenized as released, [CLS]
     and at most `max_length - 1` caption tokens with no [SEP], their masked copies for MLM, image views from `augmentation`, and the pair ids. With `mla`
-    every pair becomes three pairs with its id, as in fine-tuning (training.mla): (view 1, sentence), (view 2, phrase),
+    every pair becomes three pairs with its id, as in fine-tuning (training.text_levels): (view 1, sentence), (view 2, phrase),
     (view 3, word level), concatenated level by level. Every text is cleaned (lower case, no punctuation, at most
     `max_words` words) after its level is cut out. `rng` drives every draw; reseed it per batch for reproducibility.
     """

@@ -26,48 +26,38 @@ if __package__ in (None, ""):
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
-from accelerate.utils import set_seed  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from dataset_scripts.generate import BENCHMARK_NAME  # noqa: E402
 from dataset_scripts.views import training_pairs  # noqa: E402
-from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
-from modeling_ivt.hub_utils import push_folder_to_hub  # noqa: E402
 from modeling_ivt.cli import user_errors  # noqa: E402
-from modeling_ivt.safe_io import atomic_output  # noqa: E402
+from modeling_ivt.conversion_utils import save_model_folder  # noqa: E402
 from training.augmentation import IRRATrainAugmentation, TrainAugmentation  # noqa: E402
 from training.config import TrainingConfig, parse_config  # noqa: E402
 from training.engine import (  # noqa: E402
-    TrainingProgress,
+    backward_and_step,
+    batch_to_device,
     build_optimizer_and_scheduler,
-    create_accelerator,
     derived_seed,
-    load_benchmark,
-    prepare_output_dir,
-    set_num_threads,
-    tracker_config,
-    write_json_atomically,
 )
-from training.checkpointing import CheckpointManager  # noqa: E402
 from training.initialization import build_irra_model_and_processor, build_model_and_processor  # noqa: E402
 from training.irra_training import IRRAForRetrievalTraining, IRRATrainingDataset, collate_irra_items  # noqa: E402
 from training.loss import RetrievalLoss, contiguous_class_ids  # noqa: E402
-from training.mla import (  # noqa: E402
-    IVTForMLATraining,
-    MLACollator,
-    MLATrainingDataset,
-    batch_to_device,
-    caption_word_starts,
-)
-from training.model_card import METRIC_NAMES, build_model_card, metrics_table  # noqa: E402
+from training.ivt_training import IVTForRetrievalTraining, IVTTrainingCollator, IVTTrainingDataset  # noqa: E402
+from training.metrics import METRIC_NAMES, metrics_table  # noqa: E402
+from training.model_card import build_model_card  # noqa: E402
 from training.pretrain import pretrain  # noqa: E402
 from training.retrieval import evaluate_split  # noqa: E402
 from training.sampler import IdentityBatchSampler, RandomBatchSampler  # noqa: E402
+from training.stage import (  # noqa: E402
+    BEST_DIR,
+    RESULTS_FILE,
+    configure_logging,
+    load_benchmark,
+    start_stage,
+)
+from training.text_levels import caption_word_starts  # noqa: E402
 
 logger = logging.getLogger("training.run")
-
-BEST_DIR = "best"
-RESULTS_FILE = "results.json"
 
 
 def dataset_display_name(config: TrainingConfig) -> str:
@@ -128,10 +118,10 @@ def training_data(config: TrainingConfig, model, processor, pairs: datasets.Data
             tuple(model.config.image_size), config.pad, config.flip_prob, config.erasing_prob, config.augment
         )
         cut_words = config.finetune.train_caption_words if config.finetune.long_train_captions == "cut" else None
-        dataset = MLATrainingDataset(
+        dataset = IVTTrainingDataset(
             pairs, augmentation, config.mla, config.word_max_phrases, config.word_level, max_caption_words=cut_words
         )
-        collate = MLACollator(processor.tokenizer, config.max_text_length)
+        collate = IVTTrainingCollator(processor.tokenizer, config.max_text_length)
     distributed = dict(num_replicas=accelerator.num_processes, rank=accelerator.process_index, seed=config.seed)
     if config.finetune.sampler == "random":
         sampler = RandomBatchSampler(len(dataset), config.finetune.batch_size, **distributed)
@@ -145,7 +135,7 @@ def training_model(config: TrainingConfig, model, num_train_ids: int) -> torch.n
     classes = num_train_ids if "id" in config.finetune.loss_names else None
     if config.model.model_type == "irra":
         return IRRAForRetrievalTraining(model, classes, irr="irr" in config.finetune.loss_names)
-    return IVTForMLATraining(model, classes)
+    return IVTForRetrievalTraining(model, classes)
 
 
 def train_one_epoch(
@@ -180,13 +170,7 @@ def train_one_epoch(
         with accelerator.accumulate(model):
             terms = criterion(model(**batch), person_ids, classes)
             loss = sum(terms.values())
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            if accelerator.sync_gradients:
-                scheduler.step()
-            optimizer.zero_grad()
+            backward_and_step(accelerator, model, optimizer, scheduler, loss, config.max_grad_norm)
         sampler.batches_consumed += 1
         running_loss += loss.detach().float().item()
         running_count += 1
@@ -204,21 +188,14 @@ def train_one_epoch(
                 checkpoints.save()
 
 
-def finetune(config: TrainingConfig) -> dict:
+def finetune(config: TrainingConfig, start_time: float | None = None) -> dict:
     """Train, select on validation, evaluate on test, save `best/` and `results.json`; returns the results."""
-    accelerator = create_accelerator(
-        config.output_dir,
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        report_to=config.report_to,
-    )
-    set_num_threads(config.num_threads)
-    output_dir = prepare_output_dir(config, accelerator)
+    stage = start_stage(config, start_time)
+    accelerator = stage.accelerator
     dataset_dict = load_benchmark(config, accelerator)
     check_splits(config, dataset_dict)
     pairs = select_training_pairs(config, dataset_dict)
 
-    set_seed(config.seed)
     head_tensors = {}
     if config.model.model_type == "irra":
         model, processor, init_source, head_tensors = build_irra_model_and_processor(config)
@@ -245,14 +222,9 @@ def finetune(config: TrainingConfig) -> dict:
         loaded = wrapped.load_training_heads(head_tensors)
         logger.info("training heads from %s: %d of %d tensors loaded", init_source, len(loaded), len(head_tensors))
     optimizer, scheduler = build_optimizer_and_scheduler(wrapped, config, steps_per_epoch, total_steps)
-    model, optimizer = accelerator.prepare(wrapped, optimizer)
-    progress = TrainingProgress()
-    checkpoints = CheckpointManager(
-        accelerator, output_dir, config.checkpoints_total_limit, {"sampler": sampler, "scheduler": scheduler, "progress": progress}
+    model, optimizer, progress, checkpoints = stage.prepare_training(
+        wrapped, optimizer, scheduler, {"sampler": sampler}, "ivt"
     )
-    if config.resume_from_checkpoint:
-        checkpoints.resume(config.resume_from_checkpoint)
-    accelerator.init_trackers("ivt", config=tracker_config(config))
 
     effective_batch_size = config.finetune.items_per_batch * accelerator.num_processes * config.gradient_accumulation_steps
     logger.info(
@@ -264,15 +236,9 @@ def finetune(config: TrainingConfig) -> dict:
         effective_batch_size,
         total_steps,
     )
-    best_dir = output_dir / BEST_DIR
+    best_dir = stage.best_dir
     validation = dataset_dict[config.finetune.validation_split] if config.finetune.validation_split else None
-    bar = tqdm(
-        total=total_steps,
-        initial=progress.global_step,
-        desc="Training",
-        unit="step",
-        disable=not accelerator.is_local_main_process,
-    )
+    bar = stage.step_bar(total_steps, progress.global_step, "Training")
     while progress.epoch < config.num_epochs and progress.global_step < total_steps:
         sampler.set_epoch(progress.epoch)
         train_one_epoch(
@@ -332,25 +298,21 @@ def finetune(config: TrainingConfig) -> dict:
             accelerator=accelerator,
         )
         accelerator.log({f"test/{name}": value for name, value in test_metrics.items()}, step=progress.global_step)
-    time_to_final_metrics = time.time() - START_TIME
-    results = {
-        "wall_time_s": None,
-        "time_to_final_metrics_s": round(time_to_final_metrics, 1),
-        "test": test_metrics,
-        "validation": progress.best_metrics,
-        "best_epoch": progress.best_epoch,
-        "num_processes": accelerator.num_processes,
-        "effective_batch_size": effective_batch_size,
-        "seed": config.seed,
-        "trained_steps": progress.global_step,
-        "validation_history": progress.history,
-        "config": config.to_dict(),
-    }
-    if accelerator.is_main_process:
-        card = build_model_card(
+    results = stage.results(
+        test=test_metrics,
+        validation=progress.best_metrics,
+        best_epoch=progress.best_epoch,
+        effective_batch_size=effective_batch_size,
+        trained_steps=progress.global_step,
+        validation_history=progress.history,
+    )
+    dataset_name = dataset_display_name(config)
+
+    def model_card():
+        return build_model_card(
             config,
             model_config=best_model.config,
-            dataset_name=dataset_display_name(config),
+            dataset_name=dataset_name,
             init_source=init_source,
             test_metrics=test_metrics,
             best_epoch=progress.best_epoch if validation is not None else None,
@@ -360,26 +322,12 @@ def finetune(config: TrainingConfig) -> dict:
             trained_steps=progress.global_step,
             repo_id=config.push_to_hub,
         )
-        with atomic_output(best_dir / "README.md") as partial_card:
-            card.save(partial_card)
-        if config.push_to_hub:
-            family = saved_class.__name__.removesuffix("Model")
-            push_folder_to_hub(
-                best_dir, config.push_to_hub, commit_message=f"{family} fine-tuned on {dataset_display_name(config)}"
-            )
-        results["wall_time_s"] = round(time.time() - START_TIME, 1)
-        write_json_atomically(output_dir / RESULTS_FILE, results)
-    accelerator.wait_for_everyone()  # no process tears the group down while the main one still writes or pushes
-    accelerator.end_training()
-    return results
+
+    family = saved_class.__name__.removesuffix("Model")
+    return stage.finish(results, model_card, commit_message=f"{family} fine-tuned on {dataset_name}")
 
 
-def pretrain_stage(config: TrainingConfig) -> dict:
-    """Vision-language pre-training (training/pretrain.py), timed from this script's start like fine-tuning."""
-    return pretrain(config, start_time=START_TIME)
-
-
-STAGES = {"finetune": finetune, "pretrain": pretrain_stage}
+STAGES = {"finetune": finetune, "pretrain": pretrain}
 
 
 def print_summary(results: dict, output_dir: Path) -> None:
@@ -397,10 +345,9 @@ def print_summary(results: dict, output_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    datasets.logging.set_verbosity_warning()
+    configure_logging()
     config = parse_config(argv, description=__doc__)
-    results = STAGES[config.stage](config)
+    results = STAGES[config.stage](config, start_time=START_TIME)
     if results["wall_time_s"] is not None:
         print_summary(results, Path(config.output_dir))
     return results

@@ -10,17 +10,31 @@ from collections.abc import Iterator, Sequence
 
 class EpochBatchSampler:
     """
-    What the training samplers share: an epoch's batch list for this process (`_epoch_batches`, a pure function of the
-    seed and the epoch), and `state_dict` / `load_state_dict` (used by `Accelerator.register_for_checkpointing`)
-    recording the epoch and how many batches of it were consumed, so a resumed run continues with the very next batch.
+    What the training samplers share: this process's place among `num_replicas`, an epoch's batch list for it
+    (`_draw_epoch`, a pure function of the seed and the epoch, kept for the current epoch), and `state_dict` /
+    `load_state_dict` (used by `Accelerator.register_for_checkpointing`) recording the epoch and how many batches of it
+    were consumed, so a resumed run continues with the very next batch.
     """
 
-    seed: int
-    epoch: int
-    batches_consumed: int
+    def __init__(self, num_replicas: int, rank: int, seed: int):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.epoch = 0
+        self.batches_consumed = 0
+        self._cache: tuple[int, list[list[tuple[int, int]]]] | None = None
+
+    def _draw_epoch(self, epoch: int) -> list[list[tuple[int, int]]]:
+        """This process's batches of `epoch`, drawn from the seed and the epoch alone."""
+        raise NotImplementedError
 
     def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
-        raise NotImplementedError
+        """`_draw_epoch`, kept for the epoch last asked for."""
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._draw_epoch(epoch))
+        return self._cache[1]
 
     def set_epoch(self, epoch: int) -> None:
         """Start `epoch` from its first batch, unless a restored state says part of it was already consumed."""
@@ -51,7 +65,7 @@ class EpochBatchSampler:
 class IdentityBatchSampler(EpochBatchSampler):
     """
     Yields, for one process, batches of `ids_per_batch` distinct identities with `pairs_per_id` pairs each, as lists
-    of `(pair_index, item_seed)` keys (see `MLATrainingDataset`).
+    of `(pair_index, item_seed)` keys (see `IVTTrainingDataset`).
 
     Each epoch (seeded by `seed` and the epoch number) every identity's pairs are shuffled and cut into chunks of K
     (an identity with fewer than K pairs is filled up by drawing its pairs again); batches then take one chunk from each
@@ -71,8 +85,7 @@ class IdentityBatchSampler(EpochBatchSampler):
         rank: int = 0,
         seed: int = 0,
     ):
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        super().__init__(num_replicas, rank, seed)
         by_person = defaultdict(list)
         for index, person_id in enumerate(person_ids):
             by_person[int(person_id)].append(index)
@@ -89,22 +102,13 @@ class IdentityBatchSampler(EpochBatchSampler):
         self.indices_by_person = dict(sorted(by_person.items()))
         self.ids_per_batch = ids_per_batch
         self.pairs_per_id = pairs_per_id
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.seed = seed
-        self.epoch = 0
-        self.batches_consumed = 0
-        self._cache: tuple[int, list[list[tuple[int, int]]]] | None = None
         if len(self) == 0:
             raise ValueError(
                 f"not one batch per process: {len(by_person)} identities cannot fill {num_replicas} process(es) with "
                 f"batches of {ids_per_batch} identities"
             )
 
-    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
-        """This process's batches of `epoch`."""
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
+    def _draw_epoch(self, epoch: int) -> list[list[tuple[int, int]]]:
         rng = random.Random(f"identity-sampler-{self.seed}-{epoch}")
         chunks = {}
         for person_id, indices in self.indices_by_person.items():
@@ -127,9 +131,7 @@ class IdentityBatchSampler(EpochBatchSampler):
                     available.remove(person_id)
             batches.append(batch)
         per_process = len(batches) // self.num_replicas
-        mine = batches[self.rank :: self.num_replicas][:per_process]
-        self._cache = (epoch, mine)
-        return mine
+        return batches[self.rank :: self.num_replicas][:per_process]
 
 
 class RandomBatchSampler(EpochBatchSampler):
@@ -141,34 +143,23 @@ class RandomBatchSampler(EpochBatchSampler):
     """
 
     def __init__(self, num_items: int, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0):
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        super().__init__(num_replicas, rank, seed)
         if batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (the losses need negatives), got {batch_size}")
         self.num_items = num_items
         self.batch_size = batch_size
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.seed = seed
-        self.epoch = 0
-        self.batches_consumed = 0
-        self._cache: tuple[int, list[list[tuple[int, int]]]] | None = None
         if len(self) == 0:
             raise ValueError(
                 f"not one batch per process: {num_items} training pairs cannot fill {num_replicas} process(es) with "
                 f"batches of {batch_size}"
             )
 
-    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
+    def _draw_epoch(self, epoch: int) -> list[list[tuple[int, int]]]:
         rng = random.Random(f"random-sampler-{self.seed}-{epoch}")
         order = list(range(self.num_items))
         rng.shuffle(order)
         keys = [(index, rng.getrandbits(63)) for index in order]
         num_batches = len(keys) // self.batch_size // self.num_replicas * self.num_replicas
         batches = [keys[start * self.batch_size : (start + 1) * self.batch_size] for start in range(num_batches)]
-        mine = batches[self.rank :: self.num_replicas]
-        self._cache = (epoch, mine)
-        return mine
+        return batches[self.rank :: self.num_replicas]
 

@@ -89,10 +89,10 @@ def test_image_drops_every_k_up_to_floor_of_ratio_times_n_and_never_the_cls():
 
 
 def test_the_training_forward_drops_tokens_by_its_generator_and_the_public_methods_take_none(processor):
-    from training.mla import IVTForMLATraining
+    from training.ivt_training import IVTForRetrievalTraining
 
     model = IVTModel(tiny_config(token_drop_ratio=0.5, hidden_dropout_prob=0.0, drop_path_rate=0.0))
-    trained = IVTForMLATraining(model).train()
+    trained = IVTForRetrievalTraining(model).train()
     batch = processor(
         text=["a tall man in a grey coat with a black bag", "a woman in a red dress"],
         images=[torch.zeros(3, 64, 32).numpy().transpose(1, 2, 0)] * 2,

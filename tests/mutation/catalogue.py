@@ -165,8 +165,8 @@ MUTANTS = [
     # --- sampler ----------------------------------------------------------------------------------------------------
     Mutant(
         "every-process-takes-the-same-batches", "sampler", "option ignored", "training/sampler.py",
-        "mine = batches[self.rank :: self.num_replicas][:per_process]",
-        "mine = batches[:per_process]",
+        "return batches[self.rank :: self.num_replicas][:per_process]",
+        "return batches[:per_process]",
         SAMPLER_TESTS,
     ),
     Mutant(
@@ -233,13 +233,13 @@ MUTANTS = [
     ),
     # --- training wiring --------------------------------------------------------------------------------------------
     Mutant(
-        "mixed-precision-ignored", "training wiring", "option ignored", "training/engine.py",
+        "mixed-precision-ignored", "training wiring", "option ignored", "training/stage.py",
         "mixed_precision=mixed_precision,",
         'mixed_precision="no",',
         WIRING_TESTS,
     ),
     Mutant(
-        "gradient-accumulation-ignored", "training wiring", "option ignored", "training/engine.py",
+        "gradient-accumulation-ignored", "training wiring", "option ignored", "training/stage.py",
         "gradient_accumulation_steps=gradient_accumulation_steps,",
         "gradient_accumulation_steps=1,",
         WIRING_TESTS,
@@ -251,7 +251,7 @@ MUTANTS = [
         WIRING_TESTS,
     ),
     Mutant(
-        "fp16-on-cpu-accepted", "training wiring", "check removed", "training/engine.py",
+        "fp16-on-cpu-accepted", "training wiring", "check removed", "training/stage.py",
         'if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":',
         "if False:",
         WIRING_TESTS,
@@ -275,7 +275,7 @@ MUTANTS = [
         WIRING_TESTS,
     ),
     Mutant(
-        "items-depend-on-the-worker", "training wiring", "option ignored", "training/mla.py",
+        "items-depend-on-the-worker", "training wiring", "option ignored", "training/ivt_training.py",
         "generator = torch.Generator().manual_seed(item_seed)",
         'generator = torch.Generator().manual_seed(item_seed + getattr(torch.utils.data.get_worker_info(), "id", 0))',
         ("tests/training/test_wiring.py", "-k", "workers"),

@@ -29,6 +29,18 @@ def setting_flag(name: str) -> str:
     return f"--{sections[0]}.{name}"
 
 
+# What every seconds-long run shares, whatever the model: no loader workers, one thread, fp32, no tracker.
+TINY_RUN_SETTINGS = dict(
+    eval_batch_size=32,
+    num_workers=0,
+    num_threads=1,
+    mixed_precision="no",
+    report_to="none",
+    logging_steps=1,
+    seed=7,
+)
+
+
 def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
     """Command-line flags of a seconds-long run: a 2-layer, 96-wide random IVT on 64 x 32 images."""
     settings = dict(
@@ -58,13 +70,7 @@ def tiny_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         schedule_unit="step",
         warmup_prefix=True,
         word_max_phrases=3,
-        eval_batch_size=32,
-        num_workers=0,
-        num_threads=1,
-        mixed_precision="no",
-        report_to="none",
-        logging_steps=1,
-        seed=7,
+        **TINY_RUN_SETTINGS,
     )
     settings.update(overrides)
     return recipe_flags(settings)

@@ -9,7 +9,7 @@ from accelerate import Accelerator
 
 from modeling_ivt import IVTConfig, IVTModel, cmpm_loss
 from training.loss import CMPMLoss
-from training.mla import IVTForMLATraining
+from training.ivt_training import IVTForRetrievalTraining
 
 
 def global_batch(world_size: int, per_process: int, config: IVTConfig) -> dict:
@@ -51,7 +51,7 @@ def main(output_file: str) -> None:
     start = accelerator.process_index * per_process
     mine = {name: value[start : start + per_process] for name, value in batch.items()}
 
-    wrapped = accelerator.prepare(IVTForMLATraining(model))
+    wrapped = accelerator.prepare(IVTForRetrievalTraining(model))
     wrapped.train()
     text_levels = [{"input_ids": mine["input_ids"], "attention_mask": mine["attention_mask"]}]
     output = wrapped(mine["pixel_values"], text_levels)
@@ -67,7 +67,7 @@ def main(output_file: str) -> None:
 
     if accelerator.is_main_process:
         reference.train()
-        features = IVTForMLATraining(reference)(
+        features = IVTForRetrievalTraining(reference)(
             batch["pixel_values"], [{"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}]
         )
         reference_loss = cmpm_loss(features.image_embeds, features.text_embeds, batch["person_ids"])

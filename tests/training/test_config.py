@@ -9,7 +9,7 @@ import torch
 
 from modeling_ivt import IRRAConfig, IVTConfig
 from training.config import CONFIG_DIR, ModelSettings, TrainingConfig, parse_config
-from training.engine import set_num_threads
+from training.stage import set_num_threads
 
 
 def test_every_shipped_recipe_parses_into_its_stage():

@@ -3,14 +3,13 @@
 import json
 import shutil
 
-import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor
 
 from training.run import main
 
-from .conftest import REPO_ROOT, launch, recipe_flags
+from .conftest import REPO_ROOT, TINY_RUN_SETTINGS, launch, recipe_flags
 
 
 def tiny_irra_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
@@ -40,13 +39,7 @@ def tiny_irra_recipe(dataset_dir, output_dir, **overrides) -> list[str]:
         warmup_epochs=1,
         warmup_factor=0.1,
         num_epochs=2,
-        eval_batch_size=32,
-        num_workers=0,
-        num_threads=1,
-        mixed_precision="no",
-        report_to="none",
-        logging_steps=1,
-        seed=7,
+        **TINY_RUN_SETTINGS,
     )
     settings.update(overrides)
     return recipe_flags(settings)

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from training.augmentation import TrainAugmentation, random_erasing
-from training.mla import (
-    MLACollator,
+from training.ivt_training import IVTTrainingCollator
+from training.text_levels import (
     attribute_phrases_from_caption,
     chunk_candidates,
     phrase_candidates,
@@ -90,7 +90,7 @@ def test_collator_concatenates_levels_and_pads_each_level_separately():
         }
         for i, pid in enumerate([5, 9])
     ]
-    batch = MLACollator(tokenizer, max_length=64)(items)
+    batch = IVTTrainingCollator(tokenizer, max_length=64)(items)
     assert batch["person_ids"].tolist() == [5, 9, 5, 9, 5, 9]
     assert batch["pixel_values"].shape == (6, 3, 8, 4)
     assert batch["pixel_values"][:, 0, 0, 0].tolist() == [0, 1, 0, 1, 0, 1]

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from training.config import CONFIG_DIR, parse_config
-from training.mla import caption_word_starts, cut_caption
+from training.text_levels import caption_word_starts, cut_caption
 
 
 def recipe(name):
@@ -57,7 +57,7 @@ def test_icfg_cuts_and_rstpreid_drops_long_training_captions_never_test_ones(tmp
     from dataset_scripts.build import FEATURES
     from dataset_scripts.views import queries
     from training.augmentation import TrainAugmentation
-    from training.mla import MLATrainingDataset
+    from training.ivt_training import IVTTrainingDataset
     from training.run import select_training_pairs
 
     long_caption = " ".join(["word"] * 95)
@@ -83,6 +83,6 @@ def test_icfg_cuts_and_rstpreid_drops_long_training_captions_never_test_ones(tmp
     kept = select_training_pairs(icfg, benchmark)
     assert len(kept) == 3
     augmentation = TrainAugmentation((16, 8), enabled=False)
-    item = MLATrainingDataset(kept, augmentation, max_caption_words=icfg.finetune.train_caption_words)[(0, 0)]
+    item = IVTTrainingDataset(kept, augmentation, max_caption_words=icfg.finetune.train_caption_words)[(0, 0)]
     assert item["texts"][0] == " ".join(["word"] * 90)
     assert queries(benchmark["test"])[0][0] == long_caption  # evaluation keeps every caption whole
