@@ -24,7 +24,7 @@ from modeling_ivt.safe_io import write_json_atomic
 from training.augmentation import TrainAugmentation
 from training.config import parse_config
 from training.engine import build_optimizer_and_scheduler
-from training.stage import load_benchmark
+from training.stage import load_benchmark, resolve_mixed_precision
 from training.initialization import build_model_and_processor
 from training.loss import CMPMLoss
 from training.ivt_training import IVTForRetrievalTraining, IVTTrainingCollator, IVTTrainingDataset
@@ -36,6 +36,7 @@ PARTS = ("data (views and texts)", "collate (tokenise, stack)", "forward + loss"
 
 def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
     config = parse_config(recipe_args)
+    config.mixed_precision = resolve_mixed_precision(config.mixed_precision)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     pairs = select_training_pairs(config, load_benchmark(config, accelerator))
     torch.manual_seed(config.seed)

@@ -158,8 +158,10 @@ class RunSettings:
     warmup_factor: float = _option(0.1, "lr_schedule irra: learning-rate factor of the first epoch")
     gradient_accumulation_steps: int = _option(1, "batches per optimiser step")
     max_grad_norm: float | None = _option(None, "clip the gradient norm (null: no clipping, as released)")
-    mixed_precision: Literal["no", "bf16", "fp16"] = _option(
-        "no", "no | bf16 (CPU or GPU) | fp16 (GPU, with loss scaling)"
+    mixed_precision: Literal["no", "auto", "bf16", "fp16"] = _option(
+        "no",
+        "no | auto (bf16 where it is native: a GPU with bf16, a CPU with avx512_bf16 or AMX; else no) | bf16 (CPU or "
+        "GPU; on a CPU without native bf16 it runs several times slower than no) | fp16 (GPU, with loss scaling)",
     )
 
     # Evaluation, checkpoints, logging

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from dataset_scripts.generate import ensure_generated_benchmark
 from modeling_ivt.hub_utils import push_folder_to_hub
+from modeling_ivt.inference import NATIVE_BF16_CPU_FLAGS, cpu_has_native_bf16
 from modeling_ivt.safe_io import atomic_output, write_json_atomic
 
 from .checkpointing import CheckpointManager
@@ -76,6 +77,23 @@ def create_accelerator(
         # accelerate would silently train in fp32: it has no fp16 autocast with loss scaling on a CPU
         raise ValueError("--mixed_precision fp16 needs a GPU (fp16 autocast with loss scaling); on a CPU use bf16")
     return accelerator
+
+
+def resolve_mixed_precision(requested: str) -> str:
+    """`auto` becomes bf16 where the hardware multiplies bf16 natively and `no` elsewhere: emulated bf16 on a CPU
+    costs several times fp32's step time. Other values are kept."""
+    if requested != "auto":
+        return requested
+    on_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    if on_cpu:
+        native = cpu_has_native_bf16() is True
+        reason = f"this CPU {'has' if native else 'lacks'} {' / '.join(NATIVE_BF16_CPU_FLAGS)}"
+    else:
+        native = torch.cuda.is_bf16_supported()
+        reason = f"this GPU {'supports' if native else 'lacks'} bf16"
+    resolved = "bf16" if native else "no"
+    logger.info("mixed_precision auto: %s (%s)", resolved, reason)
+    return resolved
 
 
 def set_num_threads(num_threads: int | None) -> None:
@@ -221,9 +239,11 @@ class Stage:
 
 def start_stage(config: TrainingConfig, start_time: float | None = None) -> Stage:
     """
-    The stage's accelerator, then `--num_threads` (after it: accelerate sets its own count for CPU processes), the
+    The stage's accelerator (with `auto` precision resolved in `config`, so that results and card say what ran),
+    then `--num_threads` (after it: accelerate sets its own count for CPU processes), the
     checked output folder and the seed. `start_time` is when the script started (now when not given).
     """
+    config.mixed_precision = resolve_mixed_precision(config.mixed_precision)
     accelerator = create_accelerator(
         config.output_dir,
         mixed_precision=config.mixed_precision,

@@ -9,7 +9,8 @@ import torch
 
 from modeling_ivt import IRRAConfig, IVTConfig
 from training.config import CONFIG_DIR, ModelSettings, TrainingConfig, parse_config
-from training.stage import set_num_threads
+import training.stage
+from training.stage import resolve_mixed_precision, set_num_threads
 
 
 def test_every_shipped_recipe_parses_into_its_stage():
@@ -170,3 +171,14 @@ def test_num_threads_zero_shares_the_cores_among_this_machines_processes(monkeyp
 def test_any_mix_of_dashes_and_underscores_names_the_same_flag():
     config = parse_config(["--no-generate_benchmark", "--finetune.pairs-per_id", "3", "--learning-rate=0.5"])
     assert config.generate_benchmark is False and config.finetune.pairs_per_id == 3 and config.learning_rate == 0.5
+
+
+@pytest.mark.parametrize("native", [True, False, None], ids=["native-bf16", "emulated-bf16", "unknown-cpu"])
+def test_auto_precision_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    """The default recipe's `auto`: bf16 autocast on a CPU that multiplies bf16 natively, fp32 where it is emulated."""
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    monkeypatch.setattr(training.stage, "cpu_has_native_bf16", lambda: native)
+    assert resolve_mixed_precision("auto") == ("bf16" if native else "no")
+    for explicit in ("no", "bf16", "fp16"):
+        assert resolve_mixed_precision(explicit) == explicit
+    assert parse_config([]).mixed_precision == "auto"
