@@ -2,7 +2,6 @@
 splits, huge images, a read-only output folder. Each is refused with a clear message and nothing of the user's is lost."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -73,20 +72,9 @@ def test_a_decompression_bomb_is_one_clear_problem(make_raw, tmp_path, capsys):
     assert "bomb.png is too large to decode safely" in error and "Traceback" not in error
 
 
-def test_a_read_only_output_folder_is_one_clear_error(make_raw, tmp_path, monkeypatch, capsys):
+def test_a_read_only_output_folder_is_one_clear_error(make_raw, read_only_folder, capsys):
     raw_root, _, _ = make_raw("cuhk-pedes")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anywhere: make the file system refuse as it would for a user
-        real_mkdir = os.mkdir
-
-        def refusing_mkdir(path, *args, **kwargs):
-            if Path(path).parent == locked:
-                raise PermissionError(13, "Permission denied", str(path))
-            return real_mkdir(path, *args, **kwargs)
-
-        monkeypatch.setattr(os, "mkdir", refusing_mkdir)
+    locked = read_only_folder
     assert main(["cuhk-pedes", str(raw_root), str(locked / "out")]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: cannot write") and str(locked) in error

@@ -124,19 +124,8 @@ def test_an_empty_query_is_refused(index_copy, capsys):
     assert "query 2 is empty" in capsys.readouterr().err
 
 
-def test_a_read_only_output_folder_is_one_clear_error(model_dir, photo_dir, tmp_path, monkeypatch, capsys):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anywhere: make the file system refuse as it would for a user
-        real_mkdir = os.mkdir
-
-        def refusing_mkdir(path, *args, **kwargs):
-            if Path(path).parent == locked:
-                raise PermissionError(13, "Permission denied", str(path))
-            return real_mkdir(path, *args, **kwargs)
-
-        monkeypatch.setattr(os, "mkdir", refusing_mkdir)
+def test_a_read_only_output_folder_is_one_clear_error(model_dir, photo_dir, read_only_folder, capsys):
+    locked = read_only_folder
     assert main(["index", str(locked / "index"), "--model", str(model_dir), "--images", str(photo_dir)]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: cannot write") and str(locked) in error

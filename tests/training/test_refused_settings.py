@@ -109,22 +109,10 @@ def test_pairs_per_id_larger_than_any_identity_has_is_refused():
     assert len(IdentityBatchSampler(person_ids, ids_per_batch=2, pairs_per_id=3)) >= 1
 
 
-def test_a_read_only_output_folder_is_one_clear_error(tiny_benchmark, tmp_path, monkeypatch):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anywhere: make the file system refuse as it would for a user
-        real_mkdir = os.mkdir
-
-        def refusing_mkdir(path, *args, **kwargs):
-            if Path(path).parent == locked:
-                raise PermissionError(13, "Permission denied", str(path))
-            return real_mkdir(path, *args, **kwargs)
-
-        monkeypatch.setattr(os, "mkdir", refusing_mkdir)
+def test_a_read_only_output_folder_is_one_clear_error(tiny_benchmark, read_only_folder):
+    locked = read_only_folder
     with pytest.raises(PermissionError, match=r"--output_dir .*locked/run: cannot write there"):
         main(tiny_recipe(tiny_benchmark, locked / "run"))
-    locked.chmod(0o755)
 
 
 def test_the_training_command_prints_one_line_for_a_user_error(tmp_path):
