@@ -87,7 +87,7 @@ class IRRATrainingDataset(torch.utils.data.Dataset):
         self.augmentation = augmentation
         self.processor = processor
         self.mask_token_id = mask_token_id
-        self.person_ids = pairs["person_id"]
+        self.person_ids = pairs.select_columns(["person_id"]).with_format(None)[:]["person_id"]  # no image decoded
 
     def __len__(self) -> int:
         return len(self.pairs)

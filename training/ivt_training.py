@@ -73,8 +73,9 @@ class IVTTrainingDataset(torch.utils.data.Dataset):
         self.mla = mla
         self.word_max_phrases = word_max_phrases
         self.word_mode = word_mode
-        # The text columns once, as lists; an image is decoded only where its resized copy is not kept.
-        columns = pairs.with_format(None)[:]
+        # The text columns once, as lists, without decoding a single image (an image is decoded only where its
+        # resized copy is not kept).
+        columns = pairs.select_columns(["person_id", "caption", "attributes"]).with_format(None)[:]
         self.person_ids = columns["person_id"]
         self.captions = columns["caption"]
         self.attributes = columns["attributes"]
