@@ -7,6 +7,7 @@ OUTPUT_DIR/results.json and a process group that no process tears down while the
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
@@ -94,6 +95,28 @@ def resolve_mixed_precision(requested: str) -> str:
     resolved = "bf16" if native else "no"
     logger.info("mixed_precision auto: %s (%s)", resolved, reason)
     return resolved
+
+
+# glibc's mallopt parameters (malloc.h) and the values the training processes use.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_FREED_BYTES = 1 << 31
+_MAP_ABOVE_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> None:
+    """
+    Where the C library is glibc, serve the step's multi-megabyte tensors from the heap and keep freed memory for the
+    next step. By default glibc maps each such block afresh and unmaps it when freed, so every step pays a page fault
+    per 4 KiB it touches: 26 million faults and most of the 68 s of system time of the main job on a 2-core CPU.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        logger.debug("no mallopt in this C library: memory is allocated with its defaults")
+        return
+    if not (mallopt(_M_MMAP_THRESHOLD, _MAP_ABOVE_BYTES) and mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES)):
+        logger.debug("mallopt refused the thresholds: memory is allocated with the C library's defaults")
 
 
 def set_num_threads(num_threads: int | None) -> None:
@@ -251,6 +274,7 @@ def start_stage(config: TrainingConfig, start_time: float | None = None) -> Stag
         report_to=config.report_to,
     )
     set_num_threads(config.num_threads)
+    keep_freed_memory()
     output_dir = prepare_output_dir(config, accelerator)
     set_seed(config.seed)
     return Stage(config, accelerator, output_dir, time.time() if start_time is None else start_time)
