@@ -26,9 +26,9 @@ from training.config import parse_config
 from training.engine import build_optimizer_and_scheduler
 from training.stage import load_benchmark, resolve_mixed_precision
 from training.initialization import build_model_and_processor
-from training.loss import CMPMLoss
-from training.ivt_training import IVTForRetrievalTraining, IVTTrainingCollator, IVTTrainingDataset
-from training.run import select_training_pairs
+from training.loss import RetrievalLoss, contiguous_class_ids
+from training.ivt_training import IVTTrainingCollator, IVTTrainingDataset
+from training.run import select_training_pairs, training_model
 from training.sampler import IdentityBatchSampler
 
 PARTS = ("data (views and texts)", "collate (tokenise, stack)", "forward + loss", "backward", "optimizer")
@@ -55,7 +55,8 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
     optimizer, scheduler = build_optimizer_and_scheduler(
         model, config, steps_per_epoch, steps_per_epoch * config.num_epochs
     )
-    trained, optimizer = accelerator.prepare(IVTForRetrievalTraining(model), optimizer)
+    class_ids = contiguous_class_ids(dataset.person_ids)
+    trained, optimizer = accelerator.prepare(training_model(config, model, len(class_ids)), optimizer)
     seconds = collections.Counter()
 
     def timed(part, fn):
@@ -69,7 +70,9 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
         scheduler.step()
         optimizer.zero_grad()
 
-    cmpm = CMPMLoss(world_size=accelerator.num_processes)
+    criterion = RetrievalLoss(
+        config.finetune.loss_names, 1.0 / config.finetune.temperature, world_size=accelerator.num_processes
+    )
     sampler.set_epoch(0)
     keys = iter(sampler)
     for step in range(warmup + steps):
@@ -83,7 +86,8 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
         def forward():
             with accelerator.autocast():
                 output = trained(batch["pixel_values"], batch["text_levels"], generator)
-                return cmpm(output.image_embeds, output.text_embeds, batch["person_ids"])
+                classes = torch.tensor([class_ids[int(pid)] for pid in batch["person_ids"]])
+                return sum(criterion(output, batch["person_ids"], classes).values())
 
         loss = timed(PARTS[2], forward)
         timed(PARTS[3], lambda: accelerator.backward(loss))
@@ -96,6 +100,7 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
         "pairs_per_step": int(batch["pixel_values"].shape[0]),
         "text_lengths": [int(level["input_ids"].shape[1]) for level in batch["text_levels"]],
         "attn_implementation": model.config._attn_implementation,
+        "losses": list(config.finetune.loss_names),
         "mixed_precision": config.mixed_precision,
         "cpu_seconds_per_step": step_seconds,
         "shares": {part: seconds[part] / steps / step_seconds for part in PARTS},
@@ -105,7 +110,8 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
 def format_profile(profile: dict) -> str:
     lines = [
         f"one training step: {profile['pairs_per_step']} pairs, text lengths {profile['text_lengths']}, "
-        f"{profile['threads']} thread(s), attention {profile['attn_implementation']}, "
+        f"losses {'+'.join(profile['losses'])}, {profile['threads']} thread(s), "
+        f"attention {profile['attn_implementation']}, "
         f"{profile['cpu_seconds_per_step'] * 1000:.0f} CPU ms per step",
         "| part | share of the step |",
         "|---|---:|",

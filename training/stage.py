@@ -107,7 +107,7 @@ def keep_freed_memory() -> None:
     """
     Where the C library is glibc, serve the step's multi-megabyte tensors from the heap and keep freed memory for the
     next step. By default glibc maps each such block afresh and unmaps it when freed, so every step pays a page fault
-    per 4 KiB it touches: 26 million faults and most of the 68 s of system time of the main job on a 2-core CPU.
+    per 4 KiB it touches: that was most of the main job's system time on a 2-core CPU (docs/performance.md).
     """
     try:
         libc = ctypes.CDLL(None)
