@@ -198,6 +198,13 @@ def lever_runs(model: IVTModel, batches: list[dict], compile_model: bool) -> lis
             torch.inference_mode,
             nullcontext,
         ),
+        (
+            "bf16 weights, eager attention",
+            bf16_model.get_image_features,
+            "fp32",
+            torch.inference_mode,
+            lambda: _attention(bf16_model, "eager"),
+        ),
     ]
     if compile_model:
         settings += [

@@ -3,7 +3,8 @@
     python training/ablation.py                                  # default recipe, 3 seeds, 12 runs
     python training/ablation.py --seeds 1 2 3 -- --max_train_steps 150 --finetune.eval_every_epochs 5
 
-Arguments after `--` go to every `training/run.py` call (the recipe: `--config`, budget, ...). Each run writes
+Arguments after `--` go to every `training/run.py` call (the recipe: `--config`, budget, ...); every variant trains
+IVT's own loss, CMPM, alone, in place of the recipe's losses (the default recipe adds the ID loss). Each run writes
 OUTPUT_ROOT/<variant>-seed<k>/results.json; the table of mean +- std (sample standard deviation over seeds) of the test
 R@1, R@5, R@10, mAP and mINP goes to a markdown file and a JSON file.
 """
@@ -23,6 +24,7 @@ from modeling_ivt.safe_io import write_text_atomic
 from training.metrics import METRIC_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+IVT_LOSSES = ["--finetune.losses", "cmpm"]
 VARIANTS = {
     "CMPM only": ["--no-mla", "--model.token_drop_ratio", "0"],
     "+ MLA": ["--mla", "--model.token_drop_ratio", "0"],
@@ -40,6 +42,7 @@ def run_variant(name: str, flags: list[str], seed: int, output_dir: Path, recipe
         sys.executable,
         str(REPO_ROOT / "training" / "run.py"),
         *recipe,
+        *IVT_LOSSES,
         *flags,
         "--seed",
         str(seed),

@@ -236,6 +236,7 @@ class Stage:
             "validation": validation,
             "best_epoch": best_epoch,
             "num_processes": self.accelerator.num_processes,
+            "threads_per_process": torch.get_num_threads(),  # with the precision, what decides a seed's exact numbers
             "effective_batch_size": effective_batch_size,
             "seed": self.config.seed,
             "trained_steps": trained_steps,

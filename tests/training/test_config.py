@@ -140,7 +140,7 @@ def test_help_explains_each_setting_with_the_default_recipes_values():
     text = " ".join(result.stdout.split())
     # what `accelerate launch training/run.py` uses: the default recipe's values, not the built-in ones
     assert "width of tokens and of the output embedding. (default: 192)" in text
-    assert "training epochs (default: 10)" in text and "bias_lr_factor and bias_weight_decay) (default: adamw)" in text
+    assert "training epochs (default: 12)" in text and "bias_lr_factor and bias_weight_decay) (default: adamw)" in text
     assert "(default: )" not in text
 
 

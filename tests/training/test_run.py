@@ -24,6 +24,7 @@ def test_tiny_run_ends_far_above_chance_and_saves_model_card_and_results(tiny_be
     saved = json.loads((output_dir / "results.json").read_text())
     assert saved["test"] == pytest.approx(results["test"])
     assert saved["num_processes"] == 1 and saved["effective_batch_size"] == 16 and saved["seed"] == 7
+    assert saved["threads_per_process"] == 1 and saved["config"]["mixed_precision"] == "no"
     assert saved["best_epoch"] in (4, 8, 12, 16) and saved["validation"]["R@1"] == max(
         h["R@1"] for h in saved["validation_history"]
     )
