@@ -26,9 +26,9 @@ from training.config import parse_config
 from training.engine import build_optimizer_and_scheduler
 from training.stage import load_benchmark, resolve_mixed_precision
 from training.initialization import build_model_and_processor
-from training.loss import RetrievalLoss, contiguous_class_ids
+from training.loss import contiguous_class_ids
 from training.ivt_training import IVTTrainingCollator, IVTTrainingDataset
-from training.run import select_training_pairs, training_model
+from training.run import fine_tuning_criterion, identity_classes, select_training_pairs, training_model
 from training.sampler import IdentityBatchSampler
 
 PARTS = ("data (views and texts)", "collate (tokenise, stack)", "forward + loss", "backward", "optimizer")
@@ -70,9 +70,7 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
         scheduler.step()
         optimizer.zero_grad()
 
-    criterion = RetrievalLoss(
-        config.finetune.loss_names, 1.0 / config.finetune.temperature, world_size=accelerator.num_processes
-    )
+    criterion = fine_tuning_criterion(config, accelerator.num_processes)
     sampler.set_epoch(0)
     keys = iter(sampler)
     for step in range(warmup + steps):
@@ -86,7 +84,7 @@ def profile_steps(recipe_args: list[str], steps: int, warmup: int) -> dict:
         def forward():
             with accelerator.autocast():
                 output = trained(batch["pixel_values"], batch["text_levels"], generator)
-                classes = torch.tensor([class_ids[int(pid)] for pid in batch["person_ids"]])
+                classes = identity_classes(config, class_ids, batch["person_ids"])
                 return sum(criterion(output, batch["person_ids"], classes).values())
 
         loss = timed(PARTS[2], forward)

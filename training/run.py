@@ -138,17 +138,31 @@ def training_model(config: TrainingConfig, model, num_train_ids: int) -> torch.n
     return IVTForRetrievalTraining(model, classes)
 
 
+def fine_tuning_criterion(config: TrainingConfig, world_size: int) -> RetrievalLoss:
+    """The recipe's losses (`finetune.losses`), over the global batch of `world_size` processes unless `local_loss`."""
+    return RetrievalLoss(
+        config.finetune.loss_names,
+        1.0 / config.finetune.temperature,
+        local_loss=config.finetune.local_loss,
+        world_size=world_size,
+    )
+
+
+def identity_classes(
+    config: TrainingConfig, class_ids: dict[int, int], person_ids: torch.Tensor
+) -> torch.Tensor | None:
+    """The ID loss's class index of each item (None when the recipe has no ID loss)."""
+    if "id" not in config.finetune.loss_names:
+        return None
+    return torch.tensor([class_ids[pid] for pid in person_ids.tolist()], device=person_ids.device)
+
+
 def train_one_epoch(
     *, accelerator, model, optimizer, scheduler, loader, sampler, progress, config, total_steps, bar, class_ids, checkpoints
 ) -> None:
     """Optimiser steps over the rest of this epoch's batches (a multiple of the accumulation steps)."""
     model.train()
-    criterion = RetrievalLoss(
-        config.finetune.loss_names,
-        1.0 / config.finetune.temperature,
-        local_loss=config.finetune.local_loss,
-        world_size=accelerator.num_processes,
-    )
+    criterion = fine_tuning_criterion(config, accelerator.num_processes)
     accumulation = config.gradient_accumulation_steps
     usable_batches = sampler.batches_per_epoch() // accumulation * accumulation
     running_loss, running_count = 0.0, 0
@@ -157,9 +171,7 @@ def train_one_epoch(
             break
         batch = batch_to_device(batch, accelerator.device)
         person_ids = batch.pop("person_ids")
-        classes = None
-        if "id" in config.finetune.loss_names:
-            classes = torch.tensor([class_ids[pid] for pid in person_ids.tolist()], device=person_ids.device)
+        classes = identity_classes(config, class_ids, person_ids)
         if config.model.model_type == "ivt":
             generator_device = "cuda" if accelerator.device.type == "cuda" else "cpu"
             batch["token_drop_generator"] = torch.Generator(generator_device).manual_seed(
