@@ -41,15 +41,17 @@ def _local_embeddings(folder):
 
 def test_converter_push_then_load_from_the_hub_with_a_pinned_revision(hub, tmp_path):
     repo = "local-user/ivt-converted"
-    folders = []
-    for version in (1, 2):
+    folders = [tmp_path / f"converted-v{version}" for version in (1, 2)]
+    conversions = []
+    for version, folder in zip((1, 2), folders):
         checkpoint = tmp_path / f"v{version}.pth"
         torch.save({"state_dict": random_original_checkpoint(width=32, depth=1, vocab=30522, stride=16, seed=version)}, checkpoint)
-        folders.append(tmp_path / f"converted-v{version}")
-        run_against(hub, tmp_path, textwrap.dedent(f"""
-            from modeling_ivt.convert_original_checkpoint import main
-            main(["--checkpoint", {str(checkpoint)!r}, "--output", {str(folders[-1])!r}, "--num-heads", "2", "--push-to-hub", {repo!r}])
-        """))
+        conversions.append((str(checkpoint), str(folder)))
+    run_against(hub, tmp_path, textwrap.dedent(f"""
+        from modeling_ivt.convert_original_checkpoint import main
+        for checkpoint, folder in {conversions!r}:  # two pushes, two commits
+            main(["--checkpoint", checkpoint, "--output", folder, "--num-heads", "2", "--push-to-hub", {repo!r}])
+    """))
 
     store = hub.server.store
     history = store.repos[store.key("model", repo)]

@@ -1,6 +1,3 @@
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +8,7 @@ from transformers import AutoModel, BertConfig, BertModel, ViTConfig, ViTModel
 from modeling_ivt import IVTConfig, create_processor, minilm_dir
 from modeling_ivt.conversion_utils import load_state_dict_file, resize_position_grid
 from modeling_ivt.convert_original_checkpoint import convert_original_checkpoint, convert_original_state_dict
+from modeling_ivt.convert_original_checkpoint import main as convert_original_main
 from modeling_ivt.convert_vit_bert import initialize_from_vit_and_bert, main as convert_vit_bert_main
 
 from .original_ivt_reference import original_image_features, original_text_features, random_original_checkpoint
@@ -64,8 +62,17 @@ def test_missing_or_misshaped_tensors_are_reported(tmp_path):
         convert_original_state_dict(bad_tokens)
 
 
-def test_converter_cli_refuses_pickled_code_and_keeps_existing_output(tmp_path):
+def test_converter_cli_refuses_pickled_code_and_keeps_existing_output(tmp_path, capsys):
     import os
+
+    def convert(*args: str) -> tuple[int, str, str]:
+        try:
+            convert_original_main(list(args))
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code
+        out, err = capsys.readouterr()
+        return code, out, err
 
     class Payload:
         def __reduce__(self):
@@ -73,11 +80,8 @@ def test_converter_cli_refuses_pickled_code_and_keeps_existing_output(tmp_path):
 
     evil = tmp_path / "evil.pth"
     torch.save({"state_dict": Payload()}, evil)
-    result = subprocess.run(
-        [sys.executable, "-m", "modeling_ivt.convert_original_checkpoint", "--checkpoint", str(evil), "--output", str(tmp_path / "o")],
-        capture_output=True, text=True,
-    )
-    assert result.returncode != 0 and "evil.pth" in result.stderr
+    code, _, err = convert("--checkpoint", str(evil), "--output", str(tmp_path / "o"))
+    assert code != 0 and "evil.pth" in err
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "o").exists()
 
     good = tmp_path / "good.pth"
@@ -85,19 +89,19 @@ def test_converter_cli_refuses_pickled_code_and_keeps_existing_output(tmp_path):
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
-    args = [sys.executable, "-m", "modeling_ivt.convert_original_checkpoint", "--checkpoint", str(good), "--output", str(existing)]
-    refused = subprocess.run(args, capture_output=True, text=True)
-    assert refused.returncode != 0 and "already exists" in refused.stderr
+    args = ("--checkpoint", str(good), "--output", str(existing))
+    code, _, err = convert(*args)
+    assert code != 0 and "already exists" in err
     assert (existing / "keep.txt").read_text() == "mine"
     # --overwrite replaces a previous model folder, never a folder of the user's that the converter did not write
-    not_a_model = subprocess.run(args + ["--overwrite", "--num-heads", "2"], capture_output=True, text=True)
-    assert not_a_model.returncode != 0 and "not a previous model folder" in not_a_model.stderr
+    code, _, err = convert(*args, "--overwrite", "--num-heads", "2")
+    assert code != 0 and "not a previous model folder" in err
     assert (existing / "keep.txt").read_text() == "mine"
     (existing / "keep.txt").unlink()
     for _ in range(2):  # writes into the empty folder, then replaces that model folder
-        done = subprocess.run(args + ["--overwrite", "--num-heads", "2"], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-    assert "ignored" in done.stdout and "stride 16" in done.stdout
+        code, out, err = convert(*args, "--overwrite", "--num-heads", "2")
+        assert code == 0, err
+    assert "ignored" in out and "stride 16" in out
     assert (existing / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
